@@ -1,0 +1,5 @@
+"""Allow ``python -m trafficguard``."""
+
+from trafficguard.cli import main
+
+raise SystemExit(main())
