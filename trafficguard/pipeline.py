@@ -1,0 +1,289 @@
+"""The one-direction pipeline: frames → decoder → flow table → sinks.
+
+``Pipeline`` owns no I/O of its own: a driver (``replay`` here, live capture later) feeds
+it frame batches and a wall clock; it decodes, updates flows, runs expiry in packet
+time, and hands finished records to every sink. It keeps plain-int counters that the
+metrics collector reads at scrape time (``snapshot``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from trafficguard.capture.frames import Frame
+from trafficguard.capture.pcapfile import open_capture
+from trafficguard.config import NS_PER_S, Config
+from trafficguard.decode.decoder import Decoder
+from trafficguard.errors import CaptureError, StoreError
+from trafficguard.flow.records import FlowRecord
+from trafficguard.flow.table import FlowTable
+from trafficguard.sinks.base import RecordSink
+from trafficguard.sinks.memory import MemorySink
+from trafficguard.sinks.metrics import PipelineSnapshot
+
+
+class Pipeline:
+    """Decoder, flow table and sinks wired in one direction, driven in packet time."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        sinks: Sequence[tuple[str, RecordSink]],
+        wall_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.decoder = Decoder(cfg.decode)
+        self.flows = FlowTable(cfg.flow)
+        self.sinks = list(sinks)
+        self._wall_clock = wall_clock
+        self._tick_ns = int(cfg.flow.tick_interval_s * NS_PER_S)
+        self._flush_interval_s = cfg.store.flush_interval_s
+        self._next_tick_ns = 0
+        self._next_flush_wall = wall_clock() + self._flush_interval_s
+        self.capture_packets = 0
+        self.capture_bytes = 0
+        self.capture_drops = 0
+        self.last_ts_ns = 0
+        self.processing_lag_s = 0.0
+        self.records_written: dict[tuple[str, str], int] = {}
+        self.store_errors = 0
+
+    # -- the packet path -------------------------------------------------------------
+    def process_batch(self, frames: list[Frame]) -> None:
+        """Decode a batch, update flows, run packet-time expiry when due, emit records."""
+        if not frames:
+            return
+        self.capture_packets += len(frames)
+        self.capture_bytes += sum([f[3] for f in frames])
+        packets = self.decoder.decode_batch(frames)
+        if packets:
+            self.flows.update_batch(packets)
+        last = frames[-1][0]
+        if last > self.last_ts_ns:
+            self.last_ts_ns = last
+        if self.last_ts_ns >= self._next_tick_ns:
+            self.tick(self.last_ts_ns)
+
+    def tick(self, now_ns: int) -> None:
+        """Expire idle flows and fragments in packet time, then emit what ended."""
+        self._next_tick_ns = now_ns + self._tick_ns
+        self.flows.tick(now_ns)
+        self.decoder.expire(now_ns)
+        self._emit(self.flows.take_records())
+
+    def maybe_flush(self) -> None:
+        """Commit sinks when the wall-clock flush interval has passed."""
+        now = self._wall_clock()
+        if now >= self._next_flush_wall:
+            self._next_flush_wall = now + self._flush_interval_s
+            self.flush()
+
+    def flush(self) -> None:
+        for _, sink in self.sinks:
+            self._guard(sink.flush)
+
+    def finish(self) -> None:
+        """End of input or shutdown: every open flow becomes a final record; sinks flush."""
+        self.flows.flush_all()
+        self._emit(self.flows.take_records())
+        self.decoder.expire(self.last_ts_ns + 10**18)
+        self.flush()
+
+    def close(self) -> None:
+        for _, sink in self.sinks:
+            self._guard(sink.close)
+
+    # -- records to sinks ------------------------------------------------------------
+    def _emit(self, records: Sequence[msgspec.Struct]) -> None:
+        if not records:
+            return
+        for name, sink in self.sinks:
+            self._guard(sink.write, records)
+            for rec in records:
+                key = (name, type(rec).kind)  # type: ignore[attr-defined]
+                self.records_written[key] = self.records_written.get(key, 0) + 1
+
+    def _guard(self, fn: Callable[..., None], *args: object) -> None:
+        try:
+            fn(*args)
+        except StoreError:
+            self.store_errors += 1
+            raise
+
+    # -- metrics ---------------------------------------------------------------------
+    def snapshot(self) -> PipelineSnapshot:
+        """Read every counter for the metrics collector (called from the scrape thread)."""
+        st = self.flows.stats
+        return PipelineSnapshot(
+            capture_packets=self.capture_packets,
+            capture_bytes=self.capture_bytes,
+            capture_drops=self.capture_drops,
+            decode_errors=dict(self.decoder.errors),
+            decode_skipped=dict(self.decoder.skipped),
+            fragments_held=self.decoder.fragments_held,
+            app_packets=dict(st.app_packets),
+            app_bytes=dict(st.app_bytes),
+            flows_started=st.started,
+            flows_ended=dict(st.ended_by_reason),
+            flows_evicted=st.evicted,
+            flow_table_flows=st.active,
+            flow_table_capacity=st.capacity,
+            records_written=dict(self.records_written),
+            store_errors=self.store_errors,
+            last_packet_ts_s=self.last_ts_ns / NS_PER_S,
+            processing_lag_s=self.processing_lag_s,
+        )
+
+
+@dataclass(slots=True)
+class FileResult:
+    """How one input file ended."""
+
+    path: str
+    frames: int = 0
+    error: CaptureError | None = None
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    """What a replay did, for the summary line and the exit status."""
+
+    files: list[FileResult] = field(default_factory=list)
+    interrupted: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return any(f.error is not None for f in self.files)
+
+
+class ReplayDriver:
+    """Feeds capture files through a pipeline, as fast as possible or paced by packet time.
+
+    ``speed`` None = as fast as possible; N = N× real time (1.0 = as captured). A
+    corrupt file ends that file with its error recorded; every frame before it has been
+    processed, and the remaining files are still replayed.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        speed: float | None = None,
+        on_progress: Callable[[ReplayProgress], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        wall_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.pipeline = pipeline
+        self.speed = speed
+        self.on_progress = on_progress
+        self.stop_requested = False
+        self._sleep = sleep
+        self._clock = wall_clock
+        self._pace_origin: tuple[float, int] | None = None  # (wall, ts_ns) of the first packet
+
+    def run(self, paths: Iterable[str | os.PathLike[str]]) -> ReplayResult:
+        result = ReplayResult()
+        started = self._clock()
+        paths = list(paths)
+        batch_frames = self.pipeline.cfg.capture.batch_frames
+        chunk = self.pipeline.cfg.capture.read_chunk_bytes
+        for index, path in enumerate(paths):
+            fr = FileResult(path=str(path))
+            result.files.append(fr)
+            progress = ReplayProgress(str(path), index, len(paths))
+            try:
+                with open_capture(path, read_chunk_bytes=chunk) as source:
+                    progress.total_bytes = source.total_bytes
+                    for frames in source.batches(batch_frames):
+                        if self.speed is not None:
+                            self._pace(frames)
+                        else:
+                            self.pipeline.process_batch(frames)
+                        fr.frames += len(frames)
+                        self.pipeline.maybe_flush()
+                        if self.on_progress is not None:
+                            progress.frames = fr.frames
+                            progress.bytes_read = source.bytes_read
+                            progress.packets_total = self.pipeline.capture_packets
+                            progress.elapsed_s = self._clock() - started
+                            self.on_progress(progress)
+                        if self.stop_requested:
+                            break
+            except CaptureError as err:
+                fr.error = err
+            if self.stop_requested:
+                result.interrupted = True
+                break
+        self.pipeline.finish()
+        result.wall_s = self._clock() - started
+        return result
+
+    def _pace(self, frames: list[Frame]) -> None:
+        """Process frames no earlier than their packet time scaled by ``speed``."""
+        assert self.speed is not None
+        speed = self.speed
+        pipeline = self.pipeline
+        if self._pace_origin is None:
+            self._pace_origin = (self._clock(), frames[0][0])
+        wall0, ts0 = self._pace_origin
+        slice_ns = int(0.01 * speed * NS_PER_S)  # release packets in ~10 ms wall slices
+        start = 0
+        n = len(frames)
+        while start < n:
+            head_ts = frames[start][0]
+            end = start + 1
+            while end < n and frames[end][0] - head_ts <= slice_ns:
+                end += 1
+            due = wall0 + (head_ts - ts0) / NS_PER_S / speed
+            delay = due - self._clock()
+            if delay > 0:
+                self._sleep(delay)
+            pipeline.processing_lag_s = max(0.0, self._clock() - due)
+            pipeline.process_batch(frames[start:end])
+            start = end
+            if self.stop_requested:
+                return
+
+
+@dataclass(slots=True)
+class ReplayProgress:
+    """Progress of a replay, for the terminal progress line."""
+
+    path: str
+    index: int
+    count: int
+    frames: int = 0
+    packets_total: int = 0
+    bytes_read: int = 0
+    total_bytes: int | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def percent(self) -> float | None:
+        if not self.total_bytes:
+            return None
+        return min(100.0, 100.0 * self.bytes_read / self.total_bytes)
+
+
+def replay_to_records(
+    paths: Sequence[str | os.PathLike[str] | Path], config: Config | None = None
+) -> list[FlowRecord]:
+    """Replay files as fast as possible into memory and return every flow record.
+
+    The reference API for golden tests: no store, no metrics, no logging.
+    """
+    cfg = config if config is not None else Config()
+    memory = MemorySink()
+    pipeline = Pipeline(cfg, [("memory", memory)])
+    result = ReplayDriver(pipeline).run(paths)
+    pipeline.close()
+    for f in result.files:
+        if f.error is not None:
+            raise f.error
+    return [r for r in memory.records if isinstance(r, FlowRecord)]
