@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Replay throughput and peak memory of trafficguard against peers, on one file, in one run.
+
+Timing the tools back to back on the same workload makes the ratios meaningful on a noisy
+machine, where absolute seconds are not. Tools:
+
+* ``trafficguard``: ``python -m trafficguard replay --fast --no-metrics --store TMP.db FILE``
+  with this interpreter;
+* ``softflowd``: ``softflowd -r FILE -n 127.0.0.1:9995 -v 10`` (C flow exporter; the
+  IPFIX datagrams go to a closed local port);
+* ``dpkt_loop``: a bare Python loop, ``dpkt.pcap.Reader`` + ``dpkt.ethernet.Ethernet`` per
+  packet, touching IP and TCP/UDP ports: the floor for "Python that parses every packet".
+
+Each runs under ``/usr/bin/time -f "%e %M"`` for peak RSS; seconds are measured around the
+child with ``time.perf_counter`` because ``%e`` has only 10 ms resolution.
+The workload comes from ``../shared/bench/make_workload.py`` and is generated if missing.
+
+Usage: bench/replay_bench.py [--packets N] [--pcap FILE] [--workdir DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+REPO: Final = Path(__file__).resolve().parent.parent
+SHARED: Final = REPO.parent / "shared"
+WORKLOAD_SCRIPT: Final = SHARED / "bench" / "make_workload.py"
+TIME: Final = "/usr/bin/time"
+TOOLS: Final = ("trafficguard", "softflowd", "dpkt_loop")
+
+
+@dataclass
+class Result:
+    """One tool's run. ``rate_pps`` is packets/s; ``vs_softflowd`` is rate / softflowd rate."""
+
+    tool: str
+    ok: bool
+    seconds: float
+    rate_pps: float
+    peak_rss_mb: float
+    vs_softflowd: float | None
+    error: str = ""
+
+
+def count_packets(path: Path) -> int:
+    """Records in a classic pcap, by walking the record headers (no decoding)."""
+    with path.open("rb") as f:
+        head = f.read(24)
+        if len(head) < 24:
+            raise ValueError(f"{path}: not a pcap file")
+        magic = head[:4]
+        if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
+            rec = struct.Struct("<IIII")
+        elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+            rec = struct.Struct(">IIII")
+        else:
+            raise ValueError(f"{path}: not a classic pcap (pcapng is not supported here)")
+        n = 0
+        while True:
+            hdr = f.read(16)
+            if len(hdr) < 16:
+                return n
+            f.seek(rec.unpack(hdr)[2], os.SEEK_CUR)
+            n += 1
+
+
+def ensure_workload(packets: int, workdir: Path) -> Path:
+    """``workdir/workload-N.pcap``, generated with the shared script when missing."""
+    out = workdir / f"workload-{packets}.pcap"
+    if not out.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".part")
+        print(f"bench: generating {out} ({packets} packets)", file=sys.stderr)
+        subprocess.run(
+            [sys.executable, str(WORKLOAD_SCRIPT), "--packets", str(packets), "--out", str(tmp)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        tmp.rename(out)  # a half-written workload is never reused
+    return out
+
+
+def softflowd_path() -> str:
+    """Find softflowd, installing the Debian package when missing and allowed."""
+    found = shutil.which("softflowd") or shutil.which("softflowd", path="/usr/sbin:/sbin")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get") and Path("/etc/debian_version").exists():
+        print("bench: installing softflowd", file=sys.stderr)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "softflowd"], check=True, env=env)
+        found = shutil.which("softflowd", path="/usr/sbin:/usr/bin:/sbin")
+    if not found:
+        raise SystemExit("bench: softflowd not found (Debian: apt-get install softflowd)")
+    return found
+
+
+def dpkt_loop(path: Path) -> int:
+    """Parse every packet with dpkt and touch the fields a flow table would key on."""
+    import dpkt  # noqa: PLC0415 (only the child process needs it)
+
+    n = acc = 0
+    eth_cls, ip_types, l4_types = (
+        dpkt.ethernet.Ethernet,
+        (dpkt.ip.IP, dpkt.ip6.IP6),
+        (
+            dpkt.tcp.TCP,
+            dpkt.udp.UDP,
+        ),
+    )
+    with path.open("rb") as f:
+        for _ts, buf in dpkt.pcap.Reader(f):
+            n += 1
+            ip = eth_cls(buf).data
+            if isinstance(ip, ip_types):
+                l4 = ip.data
+                if isinstance(l4, l4_types):
+                    acc ^= l4.sport ^ l4.dport
+    print(f"{n} packets (checksum {acc})")
+    return n
+
+
+def commands(pcap: Path, tmp: Path) -> dict[str, list[str]]:
+    """The command line of each tool."""
+    return {
+        "trafficguard": [
+            sys.executable, "-m", "trafficguard", "replay", "--fast", "--no-metrics",
+            "--store", str(tmp / "bench.db"), str(pcap),
+        ],
+        "softflowd": [softflowd_path(), "-r", str(pcap), "-n", "127.0.0.1:9995", "-v", "10"],
+        "dpkt_loop": [sys.executable, str(Path(__file__).resolve()), "--dpkt-loop", str(pcap)],
+    }  # fmt: skip
+
+
+def run_one(tool: str, cmd: list[str], packets: int, tmp: Path) -> Result:
+    """Run one tool under /usr/bin/time; a failure becomes a row with the error tail."""
+    tfile, log = tmp / f"{tool}.time", tmp / f"{tool}.log"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    with log.open("wb") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [TIME, "-f", "%e %M", "-o", str(tfile), *cmd],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp, env=env, check=False,
+        )  # fmt: skip
+        seconds = time.perf_counter() - t0
+    rss_kb = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):  # time may not have written
+        rss_kb = int(tfile.read_text().split()[-1])
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        return Result(tool, False, seconds, 0.0, rss_kb / 1024, None,
+                      f"exit {proc.returncode}: " + " | ".join(tail))  # fmt: skip
+    return Result(tool, True, seconds, packets / seconds, rss_kb / 1024, None)
+
+
+def run_bench(pcap: Path, tools: tuple[str, ...] = TOOLS) -> tuple[int, list[Result]]:
+    """Time every tool on ``pcap`` in one go; fill in the ratio to softflowd."""
+    packets = count_packets(pcap)
+    with tempfile.TemporaryDirectory(prefix="tg-bench-") as d:
+        tmp = Path(d)
+        cmds = commands(pcap, tmp)
+        results = [run_one(t, cmds[t], packets, tmp) for t in tools]
+    ref = next((r for r in results if r.tool == "softflowd" and r.ok), None)
+    if ref is not None:
+        for r in results:
+            r.vs_softflowd = r.rate_pps / ref.rate_pps if r.ok else None
+    return packets, results
+
+
+def print_table(pcap: Path, packets: int, results: list[Result]) -> None:
+    """Human-readable table on stdout."""
+    print(f"{packets} packets in {pcap}")
+    print(f"{'tool':<14} {'seconds':>9} {'packets/s':>12} {'peak RSS MB':>12} {'x softflowd':>12}")
+    for r in results:
+        if not r.ok:
+            print(f"{r.tool:<14} {'FAILED':>9}  {r.error}")
+            continue
+        ratio = f"{r.vs_softflowd:.3f}" if r.vs_softflowd is not None else "-"
+        print(f"{r.tool:<14} {r.seconds:>9.3f} {r.rate_pps:>12.0f} {r.peak_rss_mb:>12.1f} "
+              f"{ratio:>12}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; exits 1 if any tool failed."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--packets", type=int, default=1_000_000, help="workload size")
+    ap.add_argument("--pcap", type=Path, help="benchmark this file instead of a workload")
+    ap.add_argument("--workdir", type=Path, default=REPO / "bench" / "work")
+    ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
+    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("--dpkt-loop", type=Path, help=argparse.SUPPRESS)  # child mode
+    args = ap.parse_args(argv)
+    if args.dpkt_loop:
+        dpkt_loop(args.dpkt_loop)
+        return 0
+    tools = tuple(t for t in args.tools.split(",") if t)
+    unknown = set(tools) - set(TOOLS)
+    if unknown:
+        ap.error(f"unknown tools: {sorted(unknown)}")
+    pcap = args.pcap or ensure_workload(args.packets, args.workdir)
+    packets, results = run_bench(pcap, tools)
+    if args.json:
+        doc = {"pcap": str(pcap), "packets": packets, "results": [asdict(r) for r in results]}
+        print(json.dumps(doc, indent=2))
+    else:
+        print_table(pcap, packets, results)
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
