@@ -1,3 +1,3 @@
-"""trafficguard: a network traffic monitor that keeps only metadata unless a signed grant says otherwise."""
+"""trafficguard: a traffic monitor that keeps only metadata unless a signed grant says otherwise."""
 
 __version__ = "0.1.0"

@@ -103,7 +103,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"trafficguard {__version__}")
     parser.add_argument(
-        "--config", metavar="PATH", help=f"configuration file (default: ${CONFIG_ENV} or built-in defaults)"
+        "--config",
+        metavar="PATH",
+        help=f"configuration file (default: ${CONFIG_ENV} or built-in defaults)",
     )
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="override logging.level"
@@ -121,14 +123,21 @@ def _build_parser() -> argparse.ArgumentParser:
     pace = rp.add_mutually_exclusive_group()
     pace.add_argument("--fast", action="store_true", help="as fast as possible (the default)")
     pace.add_argument(
-        "--speed", type=float, metavar="N", help="pace by packet time at N× real time (1 = as captured)"
+        "--speed",
+        type=float,
+        metavar="N",
+        help="pace by packet time at N× real time (1 = as captured)",
     )
     store = rp.add_mutually_exclusive_group()
     store.add_argument("--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)")
     store.add_argument("--no-store", action="store_true", help="do not write the SQLite store")
-    rp.add_argument("--jsonl", metavar="PATH", help="also write records as JSON lines ('-' = stdout)")
+    rp.add_argument(
+        "--jsonl", metavar="PATH", help="also write records as JSON lines ('-' = stdout)"
+    )
     metrics = rp.add_mutually_exclusive_group()
-    metrics.add_argument("--metrics", metavar="ADDR", help="serve /metrics on HOST:PORT (default: metrics.listen)")
+    metrics.add_argument(
+        "--metrics", metavar="ADDR", help="serve /metrics on HOST:PORT (default: metrics.listen)"
+    )
     metrics.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
     rp.add_argument(
         "--keep-serving", action="store_true", help="after the replay keep /metrics up until Ctrl-C"
@@ -144,13 +153,19 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     qsub = qp.add_subparsers(dest="what", metavar="WHAT", required=True)
-    qf = qsub.add_parser("flows", help="flow records", epilog=QUERY_EPILOG,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    qf = qsub.add_parser(
+        "flows",
+        help="flow records",
+        epilog=QUERY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     qf.add_argument("--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)")
     qf.add_argument("--since", metavar="TIME", help="records that start at or after TIME")
     qf.add_argument("--until", metavar="TIME", help="records that start before TIME")
     qf.add_argument("--app", metavar="APP", help="only this application label (e.g. sip, dns, tls)")
-    qf.add_argument("--limit", type=int, default=50, metavar="N", help="at most N records (default 50)")
+    qf.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="at most N records (default 50)"
+    )
     qf.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     qf.set_defaults(func=cmd_query_flows)
 
@@ -198,7 +213,9 @@ def parse_time_ns(text: str, now: float | None = None) -> int:
     try:
         parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"cannot read time {text!r}: use ISO 8601, epoch seconds or 15m/2h/7d") from None
+        raise ValueError(
+            f"cannot read time {text!r}: use ISO 8601, epoch seconds or 15m/2h/7d"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return int(parsed.timestamp() * 1e9)
@@ -220,7 +237,10 @@ class ProgressLine:
         rate = p.packets_total / p.elapsed_s if p.elapsed_s > 0 else 0.0
         pct = f"{p.percent:5.1f}%" if p.percent is not None else "   ?  "
         name = os.path.basename(p.path)
-        line = f"[{p.index + 1}/{p.count}] {name}  {p.packets_total:,} packets  {pct}  {rate:,.0f} pkt/s"
+        line = (
+            f"[{p.index + 1}/{p.count}] {name}  {p.packets_total:,} packets  {pct}"
+            f"  {rate:,.0f} pkt/s"
+        )
         pad = max(0, self._width - len(line))
         self._width = len(line)
         self.stream.write("\r" + line + " " * pad)
@@ -240,14 +260,19 @@ def _print_summary(pipeline: Pipeline, result: ReplayResult, stream: TextIO) -> 
         f"{pipeline.capture_bytes:,} bytes in {result.wall_s:.2f} s ({rate:,.0f} pkt/s)",
         f"flows: {st.started:,} started, {sum(st.ended_by_reason.values()):,} ended, "
         f"{st.evicted:,} evicted; records written: "
-        + (", ".join(f"{s}/{k} {n:,}" for (s, k), n in sorted(pipeline.records_written.items())) or "none"),
+        + (
+            ", ".join(f"{s}/{k} {n:,}" for (s, k), n in sorted(pipeline.records_written.items()))
+            or "none"
+        ),
     ]
     errors = {k: v for k, v in pipeline.decoder.errors.items() if v}
     if errors:
         lines.append("decode errors: " + ", ".join(f"{k} {v:,}" for k, v in sorted(errors.items())))
     skipped = {k: v for k, v in pipeline.decoder.skipped.items() if v}
     if skipped:
-        lines.append("non-IP frames skipped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(skipped.items())))
+        lines.append(
+            "non-IP frames skipped: " + ", ".join(f"{k} {v:,}" for k, v in sorted(skipped.items()))
+        )
     apps: dict[str, int] = {}
     for (app, _direction), n in st.app_packets.items():
         apps[app] = apps.get(app, 0) + n
@@ -368,26 +393,43 @@ def cmd_query_flows(args: argparse.Namespace) -> int:
     if args.limit < 1:
         _err("--limit must be at least 1")
         return EXIT_USAGE
-    records = query_records(path, kind="flow", since_ns=since, until_ns=until, app=args.app, limit=args.limit)
+    records = query_records(
+        path,
+        kind="flow",
+        since_ns=since,
+        until_ns=until,
+        app=args.app,
+        limit=args.limit,
+        descending=True,
+    )
     out = sys.stdout
     if args.json:
         enc = msgspec.json.Encoder()
         for rec in records:
             out.write(enc.encode(rec).decode() + "\n")
         return EXIT_OK
-    header = f"{'start (UTC)':<23} {'proto':<5} {'source':<28} {'destination':<28} {'app':<9} {'pkts':>8} {'bytes':>11} end"
-    print(header, file=out)
+    print(ROW.format("start (UTC)", "proto", "source", "destination", "app", "pkts", "bytes", "end"), file=out)
     for r in records:
-        start = dt.datetime.fromtimestamp(r.start_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
-        proto = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}.get(r.proto, str(r.proto))
+        start = dt.datetime.fromtimestamp(r.start_ns / 1e9, tz=dt.UTC).strftime(
+            "%Y-%m-%d %H:%M:%S.%f"
+        )[:23]
+        proto = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}.get(
+            r.proto, str(r.proto)
+        )
         src = _endpoint(r.src_addr, r.src_port)
         dst = _endpoint(r.dst_addr, r.dst_port)
         pkts = r.packets_fwd + r.packets_rev
         nbytes = r.bytes_fwd + r.bytes_rev
-        print(f"{start:<23} {proto:<5} {src:<28} {dst:<28} {r.app:<9} {pkts:>8,} {nbytes:>11,} {r.end_reason}", file=out)
+        print(
+            ROW.format(start, proto, src, dst, r.app, f"{pkts:,}", f"{nbytes:,}", r.end_reason),
+            file=out,
+        )
     if not records:
         print("(no flows match)", file=out)
     return EXIT_OK
+
+
+ROW = "{:<23} {:<5} {:<28} {:<28} {:<9} {:>8} {:>11} {}"
 
 
 def _endpoint(addr: str, port: int) -> str:
@@ -416,7 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging(level=args.log_level or "warning")
             return int(args.func(args))
         args.cfg = _load(args)
-        configure_logging(level=args.log_level or args.cfg.logging.level, fmt=args.cfg.logging.format)
+        configure_logging(
+            level=args.log_level or args.cfg.logging.level, fmt=args.cfg.logging.format
+        )
         return int(args.func(args))
     except ConfigError as err:
         _err("invalid configuration " + err.path)

@@ -24,7 +24,9 @@ class _Section(BaseModel):
 
 
 class CaptureConfig(_Section):
-    batch_frames: int = Field(512, ge=1, le=65536, description="frames handed to the decoder at once")
+    batch_frames: int = Field(
+        512, ge=1, le=65536, description="frames handed to the decoder at once"
+    )
     read_chunk_bytes: int = Field(1 << 20, ge=4096, description="file read size")
 
 
@@ -32,7 +34,9 @@ class FragmentConfig(_Section):
     max_datagrams: int = Field(4096, ge=1, description="incomplete datagrams held at once")
     max_datagram_bytes: int = Field(65535 + 8, ge=576, description="largest datagram reassembled")
     max_total_bytes: int = Field(16 << 20, ge=65536, description="bytes held for reassembly")
-    timeout_s: float = Field(30.0, gt=0, description="packet-time timeout of an incomplete datagram")
+    timeout_s: float = Field(
+        30.0, gt=0, description="packet-time timeout of an incomplete datagram"
+    )
 
 
 class DecodeConfig(_Section):
@@ -46,19 +50,31 @@ class DecodeConfig(_Section):
 class IdleTimeouts(_Section):
     tcp: float = Field(300.0, gt=0, description="established TCP flow with no packet")
     tcp_closing: float = Field(10.0, gt=0, description="TCP flow after FIN from both sides or RST")
-    tcp_embryonic: float = Field(30.0, gt=0, description="TCP flow that never completed a handshake")
+    tcp_embryonic: float = Field(
+        30.0, gt=0, description="TCP flow that never completed a handshake"
+    )
     udp: float = Field(60.0, gt=0)
     icmp: float = Field(30.0, gt=0)
     other: float = Field(60.0, gt=0)
 
 
 class FlowConfig(_Section):
-    max_flows: int = Field(1_000_000, ge=16, description="flow-table capacity; the oldest idle flow is evicted beyond it")
+    max_flows: int = Field(
+        1_000_000,
+        ge=16,
+        description="flow-table capacity; the oldest idle flow is evicted beyond it",
+    )
     idle_timeout_s: IdleTimeouts = IdleTimeouts()
-    active_timeout_s: float = Field(1800.0, gt=0, description="long flows emit an interim record this often")
+    active_timeout_s: float = Field(
+        1800.0, gt=0, description="long flows emit an interim record this often"
+    )
     expiry_scan_per_tick: int = Field(1000, ge=1, description="flows examined per expiry tick")
-    tick_interval_s: float = Field(1.0, gt=0, description="packet-time interval between expiry ticks")
-    classify_packets: int = Field(4, ge=1, le=32, description="payload packets per flow inspected by signatures")
+    tick_interval_s: float = Field(
+        1.0, gt=0, description="packet-time interval between expiry ticks"
+    )
+    classify_packets: int = Field(
+        4, ge=1, le=32, description="payload packets per flow inspected by signatures"
+    )
 
 
 class SqliteConfig(_Section):

@@ -65,8 +65,7 @@ class Pipeline:
         if packets:
             self.flows.update_batch(packets)
         last = frames[-1][0]
-        if last > self.last_ts_ns:
-            self.last_ts_ns = last
+        self.last_ts_ns = max(self.last_ts_ns, last)
         if self.last_ts_ns >= self._next_tick_ns:
             self.tick(self.last_ts_ns)
 

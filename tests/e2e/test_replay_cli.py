@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -14,7 +15,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
@@ -22,17 +22,29 @@ from scapy.utils import wrpcap
 CLI = [sys.executable, "-m", "trafficguard"]
 
 
-def _make_pcap(path: Path, n_flows: int = 20, per_flow: int = 10, gap_s: float = 0.01) -> tuple[int, int]:
+def _make_pcap(
+    path: Path, n_flows: int = 20, per_flow: int = 10, gap_s: float = 0.01
+) -> tuple[int, int]:
     """UDP and TCP flows between documentation addresses; returns (packets, wire bytes)."""
     pkts = []
     t = 1_700_000_000.0
     for i in range(n_flows):
         for j in range(per_flow):
             if i % 2:
-                p = Ether() / IP(src="192.0.2.1", dst=f"198.51.100.{i}") / UDP(sport=40000 + i, dport=53) / (b"x" * (j + 1))
+                p = (
+                    Ether()
+                    / IP(src="192.0.2.1", dst=f"198.51.100.{i}")
+                    / UDP(sport=40000 + i, dport=53)
+                    / (b"x" * (j + 1))
+                )
             else:
                 flags = "S" if j == 0 else "A"
-                p = Ether() / IP(src="192.0.2.2", dst=f"203.0.113.{i}") / TCP(sport=50000 + i, dport=80, flags=flags) / (b"y" * j)
+                p = (
+                    Ether()
+                    / IP(src="192.0.2.2", dst=f"203.0.113.{i}")
+                    / TCP(sport=50000 + i, dport=80, flags=flags)
+                    / (b"y" * j)
+                )
             p.time = t
             t += gap_s
             pkts.append(p)
@@ -41,7 +53,9 @@ def _make_pcap(path: Path, n_flows: int = 20, per_flow: int = 10, gap_s: float =
 
 
 def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def _free_port() -> int:
@@ -63,7 +77,8 @@ def _scrape(port: int) -> dict[str, float]:
 def _flow_totals(db: Path) -> tuple[int, int, int]:
     with sqlite3.connect(db) as con:
         row = con.execute(
-            "SELECT COUNT(DISTINCT flow_id), SUM(packets_fwd + packets_rev), SUM(bytes_fwd + bytes_rev) FROM flow"
+            "SELECT COUNT(DISTINCT flow_id), SUM(packets_fwd + packets_rev),"
+            " SUM(bytes_fwd + bytes_rev) FROM flow"
         ).fetchone()
     return int(row[0]), int(row[1]), int(row[2])
 
@@ -124,7 +139,9 @@ def test_sigterm_during_paced_replay_flushes_open_flows(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     proc = subprocess.Popen(
         [*CLI, "replay", str(pcap), "--speed", "1", "--store", str(db), "--no-metrics"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(2.0)
     proc.send_signal(signal.SIGTERM)
@@ -140,8 +157,20 @@ def test_metrics_scraped_during_and_after_replay(tmp_path: Path) -> None:
     n_pkts, n_bytes = _make_pcap(pcap, n_flows=10, per_flow=20, gap_s=0.01)  # 2 s of packet time
     port = _free_port()
     proc = subprocess.Popen(
-        [*CLI, "replay", str(pcap), "--speed", "1", "--no-store", "--metrics", f"127.0.0.1:{port}", "--keep-serving"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            *CLI,
+            "replay",
+            str(pcap),
+            "--speed",
+            "1",
+            "--no-store",
+            "--metrics",
+            f"127.0.0.1:{port}",
+            "--keep-serving",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         during: dict[str, float] = {}
@@ -171,7 +200,11 @@ def test_metrics_scraped_during_and_after_replay(tmp_path: Path) -> None:
         assert final["trafficguard_flow_table_flows"] == 0
         app_pkts = sum(v for k, v in final.items() if k.startswith("trafficguard_packets_total{"))
         assert app_pkts == n_pkts
-        dns = sum(v for k, v in final.items() if k.startswith("trafficguard_packets_total{") and 'app="dns"' in k)
+        dns = sum(
+            v
+            for k, v in final.items()
+            if k.startswith("trafficguard_packets_total{") and 'app="dns"' in k
+        )
         assert dns == 100
         health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
         assert health.status == 200
@@ -182,14 +215,14 @@ def test_metrics_scraped_during_and_after_replay(tmp_path: Path) -> None:
 
 
 def test_gzip_input_gives_same_records(tmp_path: Path) -> None:
-    import gzip
-
     pcap = tmp_path / "t.pcap"
     _make_pcap(pcap)
     gz = tmp_path / "t.pcap.gz"
     gz.write_bytes(gzip.compress(pcap.read_bytes()))
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    assert _run("replay", str(pcap), "--no-store", "--no-metrics", "--jsonl", str(a)).returncode == 0
+    assert (
+        _run("replay", str(pcap), "--no-store", "--no-metrics", "--jsonl", str(a)).returncode == 0
+    )
     assert _run("replay", str(gz), "--no-store", "--no-metrics", "--jsonl", str(b)).returncode == 0
     assert a.read_bytes() == b.read_bytes() and a.stat().st_size > 0
 
@@ -201,6 +234,8 @@ def test_env_config_is_used(tmp_path: Path) -> None:
     pcap = tmp_path / "t.pcap"
     _make_pcap(pcap, n_flows=2, per_flow=2)
     env = dict(os.environ, TRAFFICGUARD_CONFIG=str(cfg))
-    proc = subprocess.run([*CLI, "replay", str(pcap)], capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [*CLI, "replay", str(pcap)], capture_output=True, text=True, env=env, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert _flow_totals(db)[0] == 2

@@ -26,7 +26,15 @@ def test_replay_help_documents_options(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["replay", "--help"])
     out = capsys.readouterr().out
-    for opt in ("--fast", "--speed", "--store", "--jsonl", "--metrics", "--keep-serving", "byte offset"):
+    for opt in (
+        "--fast",
+        "--speed",
+        "--store",
+        "--jsonl",
+        "--metrics",
+        "--keep-serving",
+        "byte offset",
+    ):
         assert opt in out
 
 
@@ -40,9 +48,13 @@ def test_check_config_accepts_shipped_example(capsys: pytest.CaptureFixture[str]
     assert "configuration is valid" in capsys.readouterr().out
 
 
-def test_check_config_names_key_path_and_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_names_key_path_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("flow:\n  idle_timeout_s:\n    tcp: -5\n  max_flowz: 10\nmetrics:\n  listen: nope\n")
+    bad.write_text(
+        "flow:\n  idle_timeout_s:\n    tcp: -5\n  max_flowz: 10\nmetrics:\n  listen: nope\n"
+    )
     assert main(["check-config", str(bad)]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert str(bad) in err
@@ -51,7 +63,9 @@ def test_check_config_names_key_path_and_reason(tmp_path: Path, capsys: pytest.C
     assert "$.metrics.listen" in err
 
 
-def test_check_config_reports_yaml_syntax_position(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_reports_yaml_syntax_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("flow:\n  max_flows: [1, 2\n")
     assert main(["check-config", str(bad)]) == EXIT_USAGE
@@ -64,7 +78,9 @@ def test_check_config_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_replay_rejects_bad_config_before_reading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_rejects_bad_config_before_reading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("store: {sqlite: {synchronous: sometimes}}\n")
     code = main(["--config", str(bad), "replay", "--no-metrics", str(tmp_path / "x.pcap")])
@@ -94,7 +110,10 @@ def test_parse_time_rejects_garbage() -> None:
 
 def test_module_entry_point_runs() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "trafficguard", "--version"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "trafficguard", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("trafficguard ")

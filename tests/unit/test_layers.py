@@ -9,7 +9,17 @@ PKG = Path(__file__).resolve().parents[2] / "trafficguard"
 
 # Earlier stages first. A module in stage i may import trafficguard.<stage j> only for j <= i.
 # errors/config/clock are shared foundations; pipeline/daemon/cli wire everything.
-ORDER = ["capture", "decode", "flow", "voip", "analyzers", "detect", "privacy", "escalation", "sinks"]
+ORDER = [
+    "capture",
+    "decode",
+    "flow",
+    "voip",
+    "analyzers",
+    "detect",
+    "privacy",
+    "escalation",
+    "sinks",
+]
 FOUNDATION = {"errors", "config", "clock", "__init__"}
 WIRING = {"pipeline", "daemon", "cli", "__main__"}
 
@@ -18,7 +28,11 @@ def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("trafficguard"):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("trafficguard")
+        ):
             names.add(node.module)
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names if a.name.startswith("trafficguard"))

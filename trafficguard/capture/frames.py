@@ -49,5 +49,5 @@ class FrameSource(Protocol):
 
     @property
     def total_bytes(self) -> int | None:
-        """Size of the input on disk if known (compressed size for gzip; None for pipes and live capture)."""
+        """Size of the input on disk if known (compressed size for gzip; None for pipes)."""
         ...
