@@ -408,7 +408,8 @@ def cmd_query_flows(args: argparse.Namespace) -> int:
         for rec in records:
             out.write(enc.encode(rec).decode() + "\n")
         return EXIT_OK
-    print(ROW.format("start (UTC)", "proto", "source", "destination", "app", "pkts", "bytes", "end"), file=out)
+    columns = ("start (UTC)", "proto", "source", "destination", "app", "pkts", "bytes", "end")
+    print(ROW.format(*columns), file=out)
     for r in records:
         start = dt.datetime.fromtimestamp(r.start_ns / 1e9, tz=dt.UTC).strftime(
             "%Y-%m-%d %H:%M:%S.%f"
