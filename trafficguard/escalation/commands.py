@@ -1,0 +1,565 @@
+"""CLI commands for grants, keys, the audit log and evidence.
+
+``register(subparsers)`` adds ``grant``, ``keys``, ``audit`` and ``evidence`` to the main
+parser; each command function takes the parsed namespace, prints clear errors to stderr
+and returns an exit status (0 ok, 1 rejected/failed, 2 usage or configuration error).
+This is the only layer that reads wall-clock time: it becomes the ``now_ns`` (and audit
+``ts_ns``) passed to the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import getpass
+import json
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Final, TextIO
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from trafficguard.errors import ConfigError, TrafficguardError
+from trafficguard.escalation.audit import AuditLog, read_entries, verify_audit
+from trafficguard.escalation.evidence import (
+    generate_analyst_keypair,
+    load_x25519_private,
+    open_grant_evidence,
+    segments,
+)
+from trafficguard.escalation.grants import (
+    REVOCATION_FILE,
+    GrantError,
+    GrantRejection,
+    GrantSignature,
+    GrantStore,
+    LoadedGrant,
+    append_revocation,
+    check_grant_file,
+    load_grant,
+    load_revocations,
+    load_signatures,
+    parse_grant,
+    sign_grant,
+    to_ns,
+    write_signatures,
+)
+from trafficguard.escalation.policy import PURPOSES, SCOPES, load_policy
+from trafficguard.privacy.keys import (
+    AUDIT_PUBLIC_NAME,
+    init_keys,
+    load_audit_public_key,
+    load_keys,
+    rotate_pseudonym_key,
+)
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+
+DEFAULT_POLICY: Final = "config/policy.yaml"
+DEFAULT_GRANTS: Final = "var/grants"
+DEFAULT_KEYS: Final = "var/keys"
+DEFAULT_AUDIT: Final = "var/audit.jsonl"
+DEFAULT_EVIDENCE: Final = "var/evidence"
+_DURATION_RE: Final = re.compile(r"^(\d+)([smhd]?)$")
+_UNIT_S: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _err(msg: str) -> None:
+    print(f"trafficguard: {msg}", file=sys.stderr)
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _parse_time(text: str) -> dt.datetime:
+    """ISO 8601 with timezone (``Z`` accepted) or ``now``."""
+    if text == "now":
+        return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} needs a timezone, e.g. 2026-11-23T09:00:00Z")
+    return value
+
+
+def _parse_duration(text: str) -> int:
+    m = _DURATION_RE.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r}: use seconds or N[smhd], e.g. 2h")
+    return int(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def _open_audit(args: argparse.Namespace) -> AuditLog:
+    keys = load_keys(args.keys_dir)
+    return AuditLog(args.audit_log, keys.audit_private)
+
+
+def _revoked_path(args: argparse.Namespace) -> Path:
+    return (
+        Path(args.revoked)
+        if getattr(args, "revoked", None)
+        else Path(args.grants_dir) / REVOCATION_FILE
+    )
+
+
+def _at_ns(args: argparse.Namespace) -> int:
+    at = getattr(args, "at", None)
+    if not at:
+        return _now_ns()
+    return to_ns(_parse_time(at))
+
+
+# ---------------------------------------------------------------- grant
+
+
+def cmd_grant_create(args: argparse.Namespace) -> int:
+    """Write an unsigned grant template from flags; refuses to overwrite."""
+    targets = [
+        (k, v)
+        for k, v in (
+            ("address", args.address),
+            ("prefix", args.prefix),
+            ("number", args.number),
+            ("sip_uri", args.sip_uri),
+        )
+        if v
+    ]
+    if len(targets) != 1:
+        _err("grant create: give exactly one of --address, --prefix, --number, --sip-uri")
+        return EXIT_USAGE
+    try:
+        not_before = _parse_time(args.not_before)
+        if args.expires:
+            expires = _parse_time(args.expires)
+        else:
+            expires = not_before + dt.timedelta(seconds=_parse_duration(args.duration))
+    except ValueError as err:
+        _err(f"grant create: {err}")
+        return EXIT_USAGE
+    scopes = [s for item in args.scope for s in item.split(",") if s]
+    data = {
+        "id": args.id,
+        "purpose": args.purpose,
+        "target": {"kind": targets[0][0], "value": targets[0][1]},
+        "scopes": scopes,
+        "not_before": not_before,
+        "expires": expires,
+        "byte_budget": args.byte_budget,
+        "case_reference": args.case_reference,
+        "created_by": args.created_by,
+        "allow_reveal": args.allow_reveal,
+    }
+    try:
+        grant = parse_grant(data, "grant create")
+    except GrantError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    out = Path(args.out) if args.out else Path(args.grants_dir) / f"{grant.id}.yaml"
+    if out.exists():
+        _err(f"{out}: exists; refusing to overwrite")
+        return EXIT_FAILURE
+    doc = grant.model_dump(mode="json")
+    text = (
+        "# trafficguard grant: sign with 'trafficguard grant sign' by enough authorizers.\n"
+        "# Any change after signing invalidates every signature.\n"
+        + yaml.safe_dump(doc, sort_keys=False)
+    )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "x", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        _err(f"{out}: cannot write: {err.strerror or err}")
+        return EXIT_FAILURE
+    print(f"{out}: grant {grant.id} written (unsigned)")
+    return EXIT_OK
+
+
+def _load_signing_key(path: str) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), None)
+    except (OSError, ValueError, TypeError):
+        raise GrantError(
+            f"{path}: cannot load private key (missing, encrypted or not PEM)"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise GrantError(f"{path}: not an Ed25519 private key")
+    return key
+
+
+def cmd_grant_sign(args: argparse.Namespace) -> int:
+    """Add (or replace) one authorizer's signature in ``<grant>.sig``."""
+    try:
+        grant = load_grant(args.grant)
+        key = _load_signing_key(args.key)
+        policy = load_policy(args.policy)
+        auth = policy.authorizer(args.authorizer)
+        if auth is None:
+            _err(f"{args.policy}: no authorizer {args.authorizer!r}")
+            return EXIT_FAILURE
+        if auth.key.public_bytes_raw() != key.public_key().public_bytes_raw():
+            _err(f"{args.key}: not the key of authorizer {args.authorizer!r} in {args.policy}")
+            return EXIT_FAILURE
+        sigs: list[GrantSignature] = [
+            s for s in load_signatures(args.grant) if s.authorizer != args.authorizer
+        ]
+        sigs.append(sign_grant(grant, args.authorizer, key))
+        sig_path = write_signatures(args.grant, sigs)
+    except ConfigError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    except (GrantError, OSError) as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    print(f"{sig_path}: signed by {args.authorizer} ({len(sigs)} signature(s))")
+    return EXIT_OK
+
+
+def _describe(result: LoadedGrant | GrantRejection) -> str:
+    if isinstance(result, LoadedGrant):
+        g = result.grant
+        return (
+            f"accept {g.id}: {g.purpose}, scopes {','.join(g.scopes)}, until "
+            f"{g.expires.isoformat()}, approvers {', '.join(result.approvers)}"
+        )
+    return f"reject {result.grant_id or result.path}: {result.reason}: {result.detail}"
+
+
+def cmd_grant_verify(args: argparse.Namespace) -> int:
+    """Print accept/reject (with reason) for one grant; exit 0 if accepted, else 1."""
+    try:
+        policy = load_policy(args.policy)
+        revoked = load_revocations(_revoked_path(args))
+        now_ns = _at_ns(args)
+    except ConfigError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    except (GrantError, ValueError) as err:
+        _err(str(err))
+        return EXIT_USAGE
+    result = check_grant_file(args.grant, policy, now_ns, set(revoked))
+    print(_describe(result))
+    return EXIT_OK if isinstance(result, LoadedGrant) else EXIT_FAILURE
+
+
+def cmd_grant_list(args: argparse.Namespace) -> int:
+    """List the grants directory: accepted (active now) and rejected with reasons."""
+    try:
+        policy = load_policy(args.policy)
+        now_ns = _at_ns(args)
+        store = GrantStore.load_dir(
+            args.grants_dir, policy, now_ns, load_revocations(_revoked_path(args))
+        )
+    except ConfigError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    except (GrantError, ValueError) as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    for g in sorted(store.accepted.values(), key=lambda x: x.id):
+        print(_describe(g))
+    for r in store.rejected:
+        print(_describe(r))
+    if not store.accepted and not store.rejected:
+        print("(no grants)")
+    return EXIT_OK
+
+
+def cmd_grant_revoke(args: argparse.Namespace) -> int:
+    """Add a grant to the revocation list, then audit ``grant.revoked``."""
+    now_ns = _now_ns()
+    path = _revoked_path(args)
+    try:
+        append_revocation(
+            path, args.id, args.reason, dt.datetime.now(dt.UTC).replace(microsecond=0)
+        )
+    except (GrantError, OSError) as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    print(f"{path}: grant {args.id} revoked; a running daemon drops it on reload (SIGHUP)")
+    try:
+        audit = _open_audit(args)
+        try:
+            audit.append(
+                "grant.revoked", now_ns, {"grant": args.id, "reason": args.reason, "by": args.by}
+            )
+        finally:
+            audit.close(now_ns)
+    except TrafficguardError as err:
+        _err(f"revocation recorded but the audit entry failed: {err}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- keys
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    try:
+        keys = init_keys(args.keys_dir, force=args.force)
+    except TrafficguardError as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    print(
+        f"{args.keys_dir}: keys created (pseudonym epoch {keys.current_epoch}, audit key "
+        f"{AUDIT_PUBLIC_NAME} — give that public key to whoever verifies the audit log)"
+    )
+    return EXIT_OK
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    try:
+        epoch = rotate_pseudonym_key(args.keys_dir)
+    except TrafficguardError as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    print(f"{args.keys_dir}: pseudonym epoch {epoch} created; restart or reload to use it")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- audit
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Verify chain, checkpoints and head; print every problem, exit 1 on any."""
+    try:
+        pub = (
+            load_audit_public_key(args.public_key)
+            if args.public_key
+            else load_audit_public_key(Path(args.keys_dir) / AUDIT_PUBLIC_NAME)
+        )
+        report = verify_audit(args.audit_log, pub, require_head=not args.no_head)
+    except TrafficguardError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    for note in report.notes:
+        print(f"note: {note}")
+    for p in report.problems:
+        seq = f"entry {p.seq}" if p.seq is not None else "entry ?"
+        print(f"{args.audit_log}:{p.line}: {p.kind}: {seq}: {p.message}")
+    if report.ok:
+        print(
+            f"{args.audit_log}: OK: {report.entries} entries, {report.checkpoints} checkpoints, "
+            f"last checkpoint at entry {report.last_checkpoint_seq}, "
+            f"{report.unsigned_tail} entries after it covered by the head file"
+        )
+        return EXIT_OK
+    print(f"{args.audit_log}: FAILED: {len(report.problems)} problem(s)")
+    return EXIT_FAILURE
+
+
+def cmd_audit_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    stream = out or sys.stdout
+    try:
+        for e in read_entries(args.audit_log):
+            seq = e["seq"]
+            if args.event and e["event"] != args.event:
+                continue
+            if isinstance(seq, int) and seq < args.since_seq:
+                continue
+            if args.json:
+                print(json.dumps(e, sort_keys=True), file=stream)
+                continue
+            ts = e["ts_ns"]
+            when = (
+                dt.datetime.fromtimestamp(ts / 1e9, dt.UTC).isoformat(timespec="seconds")
+                if isinstance(ts, int)
+                else "?"
+            )
+            details = e["details"]
+            text = (
+                " ".join(f"{k}={v}" for k, v in sorted(details.items()))
+                if isinstance(details, dict) and e["event"] != "checkpoint"
+                else ""
+            )
+            print(f"{seq:>6} {when} {e['event']:<20} {text}", file=stream)
+    except OSError as err:
+        _err(f"{args.audit_log}: cannot read: {err.strerror or err}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- evidence
+
+
+def cmd_evidence_open(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Audit ``evidence.opened`` first (fail closed), then decrypt a grant's evidence
+    to JSON lines (payload base64)."""
+    now_ns = _now_ns()
+    try:
+        key = load_x25519_private(args.key)
+        files = segments(args.evidence_dir, args.grant)
+        if not files:
+            _err(f"{args.evidence_dir}: no evidence for grant {args.grant}")
+            return EXIT_FAILURE
+        audit = _open_audit(args)
+        try:
+            audit.append(
+                "evidence.opened", now_ns, {"grant": args.grant, "files": len(files), "by": args.by}
+            )
+        finally:
+            audit.close(now_ns)
+    except TrafficguardError as err:
+        _err(f"{err}; evidence not opened")
+        return EXIT_FAILURE
+    stream = out or sys.stdout
+    try:
+        n = 0
+        for item in open_grant_evidence(args.evidence_dir, args.grant, key):
+            print(
+                json.dumps(
+                    {
+                        "kind": item.kind,
+                        "ts_ns": item.ts_ns,
+                        "payload_b64": base64.b64encode(item.payload).decode("ascii"),
+                    }
+                ),
+                file=stream,
+            )
+            n += 1
+    except TrafficguardError as err:
+        _err(f"after {n} item(s): {err}")
+        return EXIT_FAILURE
+    print(f"{n} item(s) from {len(files)} file(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_evidence_keygen(args: argparse.Namespace) -> int:
+    try:
+        generate_analyst_keypair(args.private, args.public)
+    except TrafficguardError as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    print(f"{args.public}: give this public key to the sensor; keep {args.private} off it")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser, *names: str) -> None:
+    opts = {
+        "policy": ("--policy", DEFAULT_POLICY, "policy file"),
+        "grants": ("--grants-dir", DEFAULT_GRANTS, "grants directory"),
+        "keys": ("--keys-dir", DEFAULT_KEYS, "sensor key directory"),
+        "audit": ("--audit-log", DEFAULT_AUDIT, "audit log file"),
+        "evidence": ("--evidence-dir", DEFAULT_EVIDENCE, "evidence directory"),
+    }
+    for n in names:
+        flag, default, text = opts[n]
+        p.add_argument(flag, metavar="PATH", default=default, help=f"{text} (default {default})")
+    if "grants" in names:
+        p.add_argument(
+            "--revoked",
+            metavar="PATH",
+            help=f"revocation list (default GRANTS_DIR/{REVOCATION_FILE})",
+        )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``grant``, ``keys``, ``audit`` and ``evidence`` commands."""
+    gp = subparsers.add_parser("grant", help="create, sign, verify, list and revoke grants")
+    gs = gp.add_subparsers(dest="grant_command", metavar="SUBCOMMAND", required=True)
+
+    c = gs.add_parser("create", help="write an unsigned grant from flags")
+    c.add_argument("--id", required=True)
+    c.add_argument("--purpose", required=True, choices=PURPOSES)
+    c.add_argument("--address")
+    c.add_argument("--prefix")
+    c.add_argument("--number")
+    c.add_argument("--sip-uri")
+    c.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        help=f"repeatable or comma-separated: {', '.join(SCOPES)}",
+    )
+    c.add_argument("--not-before", default="now", help="ISO time with timezone, or 'now'")
+    c.add_argument("--duration", default="1h", help="e.g. 3600, 30m, 2h, 7d")
+    c.add_argument("--expires", help="ISO time with timezone (instead of --duration)")
+    c.add_argument("--byte-budget", type=int, required=True)
+    c.add_argument("--case-reference", required=True)
+    c.add_argument("--created-by", default=getpass.getuser())
+    c.add_argument("--allow-reveal", action="store_true")
+    c.add_argument("--out", metavar="PATH", help="default GRANTS_DIR/ID.yaml")
+    _common(c, "grants")
+    c.set_defaults(func=cmd_grant_create)
+
+    s = gs.add_parser("sign", help="add an authorizer's signature to GRANT.sig")
+    s.add_argument("grant", metavar="GRANT")
+    s.add_argument("--authorizer", required=True)
+    s.add_argument(
+        "--key", required=True, metavar="PEM", help="the authorizer's Ed25519 private key"
+    )
+    _common(s, "policy")
+    s.set_defaults(func=cmd_grant_sign)
+
+    v = gs.add_parser("verify", help="check one grant; exit 0 if accepted")
+    v.add_argument("grant", metavar="GRANT")
+    v.add_argument("--at", help="evaluate at this ISO time instead of now")
+    _common(v, "policy", "grants")
+    v.set_defaults(func=cmd_grant_verify)
+
+    ls = gs.add_parser("list", help="accepted and rejected grants with reasons")
+    ls.add_argument("--at", help="evaluate at this ISO time instead of now")
+    _common(ls, "policy", "grants")
+    ls.set_defaults(func=cmd_grant_list)
+
+    r = gs.add_parser("revoke", help="add a grant to the revocation list (audited)")
+    r.add_argument("id", metavar="ID")
+    r.add_argument("--reason", required=True)
+    r.add_argument("--by", default=getpass.getuser())
+    _common(r, "grants", "keys", "audit")
+    r.set_defaults(func=cmd_grant_revoke)
+
+    kp = subparsers.add_parser("keys", help="create or rotate the sensor's keys")
+    ks = kp.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", required=True)
+    ki = ks.add_parser("init", help="create pseudonym and audit keys (0600, dir 0700)")
+    ki.add_argument("--force", action="store_true", help="replace existing keys (breaks linkage)")
+    _common(ki, "keys")
+    ki.set_defaults(func=cmd_keys_init)
+    kr = ks.add_parser("rotate", help="start a new pseudonym epoch")
+    _common(kr, "keys")
+    kr.set_defaults(func=cmd_keys_rotate)
+
+    ap = subparsers.add_parser("audit", help="verify or show the audit log")
+    asub = ap.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
+    av = asub.add_parser("verify", help="check chain, checkpoints and head; exit 1 on tampering")
+    av.add_argument(
+        "--public-key",
+        metavar="PEM",
+        help=f"audit public key (default KEYS_DIR/{AUDIT_PUBLIC_NAME})",
+    )
+    av.add_argument(
+        "--no-head",
+        action="store_true",
+        help="do not require the .head file (tail truncation then undetectable)",
+    )
+    _common(av, "keys", "audit")
+    av.set_defaults(func=cmd_audit_verify)
+    ash = asub.add_parser("show", help="print entries")
+    ash.add_argument("--event", help="only this event")
+    ash.add_argument("--since-seq", type=int, default=0)
+    ash.add_argument("--json", action="store_true")
+    _common(ash, "audit")
+    ash.set_defaults(func=cmd_audit_show)
+
+    ep = subparsers.add_parser("evidence", help="open sealed evidence; make analyst keys")
+    es = ep.add_subparsers(dest="evidence_command", metavar="SUBCOMMAND", required=True)
+    eo = es.add_parser("open", help="decrypt a grant's evidence to JSON lines (audited)")
+    eo.add_argument("--grant", required=True)
+    eo.add_argument("--key", required=True, metavar="PEM", help="analyst X25519 private key")
+    eo.add_argument("--by", default=getpass.getuser())
+    _common(eo, "evidence", "keys", "audit")
+    eo.set_defaults(func=cmd_evidence_open)
+    eg = es.add_parser("keygen", help="make an analyst X25519 key pair")
+    eg.add_argument("--private", required=True, metavar="PEM")
+    eg.add_argument("--public", required=True, metavar="PEM")
+    eg.set_defaults(func=cmd_evidence_keygen)

@@ -1,0 +1,214 @@
+"""Pseudonyms for subscriber identities, keyed per epoch.
+
+Forms (the epoch is carried so a stored pseudonym says which key made it)::
+
+    u3.k5q2...   user: HMAC-SHA256 of the normalised number / SIP user, 22 base32 chars
+    t3.x9a0...   token: HMAC-SHA256 of an opaque value (Call-ID, ...), 22 base32 chars
+    a3.10.7.1.9  address: Crypto-PAn of a subscriber address (same family, prefix-preserving)
+
+Each use gets its own sub-key derived from the epoch key (HKDF-SHA256 with a label), so a
+user pseudonym and a token of the same string are unrelated. Addresses outside
+``home_networks`` (external peers) stay in clear so analysts can block them.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import hashlib
+import hmac
+import ipaddress
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Final, NewType
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from trafficguard.privacy.cryptopan import CryptoPAn
+from trafficguard.privacy.keys import SensorKeys
+
+Pseudonym = NewType("Pseudonym", str)
+
+DIGEST_CHARS: Final = 22  # 110 bits
+_PHONE_RE: Final = re.compile(r"^\+?[0-9()\s.\-/]+$")
+_PHONE_SEPARATORS: Final = re.compile(r"[()\s.\-/]")
+_PSEUDONYM_RE: Final = re.compile(r"^([uta])([1-9][0-9]*)\.(.+)$")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def normalize_user(value: str) -> str:
+    """Reduce a number or SIP/tel URI to the user it names.
+
+    ``sip:+1 (555) 010-9999@Example.net;user=phone`` and ``+15550109999`` both give
+    ``+15550109999``: scheme, host and parameters are dropped; a phone number loses its
+    visual separators; a SIP user name is kept as written (it is case-sensitive, RFC 3261).
+    """
+    v = value.strip()
+    lower = v.lower()
+    for scheme in ("sips:", "sip:", "tel:"):
+        if lower.startswith(scheme):
+            v = v[len(scheme) :]
+            break
+    v = v.split("@", 1)[0].split(";", 1)[0].split("?", 1)[0].strip()
+    if _PHONE_RE.match(v) and any(c.isdigit() for c in v):
+        v = _PHONE_SEPARATORS.sub("", v)
+    if not v:
+        raise ValueError("empty user")
+    return v
+
+
+def normalize_sip_uri(value: str) -> str:
+    """``sip:user@host`` with scheme and host lower-cased and parameters/port kept out."""
+    v = value.strip()
+    scheme, sep, rest = v.partition(":")
+    if not sep or scheme.lower() not in ("sip", "sips", "tel"):
+        raise ValueError("not a sip:, sips: or tel: URI")
+    rest = rest.split(";", 1)[0].split("?", 1)[0]
+    user, at, host = rest.rpartition("@")
+    if not at:
+        return f"{scheme.lower()}:{normalize_user(rest)}"
+    host = host.split(":", 1)[0].lower() if not host.startswith("[") else host.lower()
+    if not user or not host:
+        raise ValueError("URI needs user@host")
+    return f"{scheme.lower()}:{normalize_user(user)}@{host}"
+
+
+def pseudonym_epoch(pseudonym: str) -> int:
+    """The epoch a pseudonym was made under; ValueError if it is not one."""
+    m = _PSEUDONYM_RE.match(pseudonym)
+    if not m:
+        raise ValueError("not a trafficguard pseudonym")
+    return int(m.group(2))
+
+
+def _subkey(key: bytes, label: bytes, length: int = 32) -> bytes:
+    return HKDF(hashes.SHA256(), length, salt=None, info=b"trafficguard/" + label).derive(key)
+
+
+class _EpochKeys:
+    __slots__ = ("cryptopan", "token", "user")
+
+    def __init__(self, key: bytes) -> None:
+        self.user = _subkey(key, b"user/v1")
+        self.token = _subkey(key, b"token/v1")
+        self.cryptopan = CryptoPAn(_subkey(key, b"cryptopan/v1"))
+
+
+class _NetworkSet:
+    """Merged, sorted address intervals per family; membership by bisect, O(log n)."""
+
+    __slots__ = ("_ends", "_starts")
+
+    def __init__(self, networks: Iterable[IPNetwork]) -> None:
+        self._starts: dict[int, list[int]] = {4: [], 6: []}
+        self._ends: dict[int, list[int]] = {4: [], 6: []}
+        spans: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        for net in networks:
+            spans[net.version].append((int(net.network_address), int(net.broadcast_address)))
+        for version, items in spans.items():
+            for start, end in sorted(items):
+                ends = self._ends[version]
+                if ends and start <= ends[-1] + 1:
+                    ends[-1] = max(ends[-1], end)
+                else:
+                    self._starts[version].append(start)
+                    ends.append(end)
+
+    def contains(self, version: int, value: int) -> bool:
+        starts = self._starts[version]
+        i = bisect.bisect_right(starts, value) - 1
+        return i >= 0 and value <= self._ends[version][i]
+
+
+class Pseudonymizer:
+    """Makes user, token and address pseudonyms with the current epoch's key.
+
+    ``keys`` is ``SensorKeys`` or a map epoch → 32-byte key; the highest epoch
+    is current. Address results are cached (bounded LRU; external addresses too, since
+    parsing dominates their cost): a subscriber address costs 32 or 128 AES blocks
+    (~25/80 µs) and is asked for once per flow endpoint. Not thread-safe: one instance
+    per worker.
+    """
+
+    __slots__ = ("_cache", "_cache_size", "_epochs", "_home", "epoch")
+
+    def __init__(
+        self, keys: Mapping[int, bytes], home_networks: Iterable[str], *, cache_size: int = 65536
+    ) -> None:
+        by_epoch = keys.pseudonym_keys if isinstance(keys, SensorKeys) else keys
+        if not by_epoch:
+            raise ValueError("no pseudonym key")
+        self._epochs = {epoch: _EpochKeys(k) for epoch, k in by_epoch.items()}
+        self.epoch = max(by_epoch)
+        self._home = _NetworkSet(ipaddress.ip_network(n, strict=False) for n in home_networks)
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache_size = cache_size
+
+    @property
+    def epochs(self) -> list[int]:
+        """Every epoch a key is held for (old ones: to find stored pseudonyms)."""
+        return sorted(self._epochs)
+
+    def _keys(self, epoch: int | None) -> tuple[int, _EpochKeys]:
+        e = self.epoch if epoch is None else epoch
+        try:
+            return e, self._epochs[e]
+        except KeyError:
+            raise ValueError(f"no pseudonym key for epoch {e}") from None
+
+    @staticmethod
+    def _digest(key: bytes, data: str) -> str:
+        mac = hmac.new(key, data.encode("utf-8"), hashlib.sha256).digest()
+        return base64.b32encode(mac).decode("ascii")[:DIGEST_CHARS].lower()
+
+    def user(self, value: str, epoch: int | None = None) -> Pseudonym:
+        """Pseudonym of a phone number or SIP user (normalised first, see normalize_user)."""
+        e, k = self._keys(epoch)
+        return Pseudonym(f"u{e}." + self._digest(k.user, normalize_user(value)))
+
+    def token(self, value: str, epoch: int | None = None) -> Pseudonym:
+        """Pseudonym of an opaque identifier such as a Call-ID; no normalisation."""
+        e, k = self._keys(epoch)
+        return Pseudonym(f"t{e}." + self._digest(k.token, value))
+
+    def is_subscriber(self, ip: str | IPAddress) -> bool:
+        """True if the address lies inside ``home_networks``."""
+        addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+        return self._home.contains(addr.version, int(addr))
+
+    def address(self, ip: str, epoch: int | None = None) -> str:
+        """``a<epoch>.<Crypto-PAn address>`` for a subscriber; other addresses unchanged."""
+        if epoch is None:
+            cached = self._cache.get(ip)
+            if cached is not None:
+                self._cache.move_to_end(ip)
+                return cached
+        addr = ipaddress.ip_address(ip)
+        if not self._home.contains(addr.version, int(addr)):
+            out = ip
+        else:
+            e, k = self._keys(epoch)
+            out = f"a{e}.{k.cryptopan.anonymize(addr)}"
+        if epoch is None:
+            self._cache[ip] = out
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return out
+
+    def address_prefix(self, network: str, epoch: int | None = None) -> str:
+        """Pseudonym of a prefix: the addresses of a subscriber prefix share it.
+
+        Only meaningful for prefixes inside ``home_networks``; other prefixes are returned
+        unchanged (as their canonical network string).
+        """
+        net = ipaddress.ip_network(network, strict=False)
+        if not self._home.contains(net.version, int(net.network_address)):
+            return str(net)
+        e, k = self._keys(epoch)
+        anon = k.cryptopan.anonymize(net.network_address)
+        anon_net = ipaddress.ip_network(f"{anon}/{net.prefixlen}", strict=False)
+        return f"a{e}.{anon_net}"

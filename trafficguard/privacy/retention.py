@@ -1,0 +1,150 @@
+"""Retention periods and subject rights over the SQLite store.
+
+The functions take an open ``sqlite3`` connection and table/column names from the
+caller's schema metadata; names are checked against the database schema before they are
+quoted into SQL, so they can never carry SQL. Values are always bound parameters.
+Callers write the audit entry (``retention.purged``, ``subject.exported``,
+``subject.erased``) with counts only, never the subject's values.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trafficguard.errors import TrafficguardError
+from trafficguard.privacy.pseudonym import Pseudonymizer
+
+DAY_S: Final = 86_400
+NS_PER_S: Final = 1_000_000_000
+
+SqlValue = str | int | float | bytes | None
+
+
+class RetentionError(TrafficguardError):
+    """A purge/export/erase named a table or column the store does not have."""
+
+
+class RetentionPolicy(BaseModel):
+    """How long each record type is kept (seconds). Reasons: docs/privacy.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flows_s: int = Field(
+        30 * DAY_S, ge=0, description="flow records: abuse/attack investigation window"
+    )
+    calls_s: int = Field(90 * DAY_S, ge=0, description="call records: billing disputes and fraud")
+    rtp_s: int = Field(30 * DAY_S, ge=0, description="media quality: troubleshooting")
+    alerts_s: int = Field(
+        180 * DAY_S, ge=0, description="alerts: incident follow-up, repeat offenders"
+    )
+    evidence_after_expiry_s: int = Field(
+        30 * DAY_S, ge=0, description="evidence: kept after its grant expires"
+    )
+    logs_s: int = Field(30 * DAY_S, ge=0, description="operational logs")
+    audit_log_kept: bool = Field(True, description="the audit log is never purged by trafficguard")
+
+    def cutoff_ns(self, record_type: str, now_ns: int) -> int:
+        """Records with a time column older than this are due for purge."""
+        seconds = {
+            "flows": self.flows_s,
+            "calls": self.calls_s,
+            "rtp": self.rtp_s,
+            "alerts": self.alerts_s,
+            "logs": self.logs_s,
+        }.get(record_type)
+        if seconds is None:
+            raise RetentionError(f"no retention period for record type {record_type!r}")
+        return now_ns - seconds * NS_PER_S
+
+
+def subject_identifiers(
+    pseudonymizer: Pseudonymizer, *, numbers: Sequence[str] = (), addresses: Sequence[str] = ()
+) -> list[str]:
+    """Every form one subscriber's data may be stored under: user pseudonyms of each
+    number and address pseudonyms, under every epoch whose key is still held (records
+    made under a deleted epoch's key are unlinkable, which is the point of deleting it)."""
+    out: list[str] = []
+    for epoch in pseudonymizer.epochs:
+        out.extend(pseudonymizer.user(n, epoch) for n in numbers)
+        out.extend(pseudonymizer.address(a, epoch) for a in addresses)
+    return sorted(set(out))
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
+    ).fetchone()
+    if row is None:
+        raise RetentionError(f"no table {table!r} in the store")
+    return {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _check(conn: sqlite3.Connection, table: str, columns: Sequence[str]) -> None:
+    have = _columns(conn, table)
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise RetentionError(f"table {table!r} has no column(s) {', '.join(map(repr, missing))}")
+
+
+def purge(conn: sqlite3.Connection, table: str, time_column: str, older_than_ns: int) -> int:
+    """Delete rows whose ``time_column`` is before ``older_than_ns``; returns rows deleted."""
+    _check(conn, table, [time_column])
+    with conn:
+        cur = conn.execute(
+            f"DELETE FROM {_quote(table)} WHERE {_quote(time_column)} < ?", (older_than_ns,)
+        )
+    return cur.rowcount
+
+
+def _where(columns: Sequence[str], n_values: int) -> str:
+    marks = ",".join("?" * n_values)
+    return " OR ".join(f"{_quote(c)} IN ({marks})" for c in columns)
+
+
+def export_subject(
+    conn: sqlite3.Connection, tables: Sequence[tuple[str, Sequence[str]]], values: Sequence[str]
+) -> dict[str, list[dict[str, SqlValue]]]:
+    """Every row of each table where any listed column equals any of ``values``.
+
+    ``values`` are the forms the store holds for one subscriber (pseudonyms of the number,
+    the pseudonymized address, ...); the caller computes them with the Pseudonymizer.
+    """
+    out: dict[str, list[dict[str, SqlValue]]] = {}
+    if not values:
+        return {table: [] for table, _ in tables}
+    for table, columns in tables:
+        _check(conn, table, columns)
+        cur = conn.execute(
+            f"SELECT * FROM {_quote(table)} WHERE {_where(columns, len(values))}",
+            [v for _ in columns for v in values],
+        )
+        names = [d[0] for d in cur.description]
+        out[table] = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return out
+
+
+def erase_subject(
+    conn: sqlite3.Connection, tables: Sequence[tuple[str, Sequence[str]]], values: Sequence[str]
+) -> dict[str, int]:
+    """Delete the rows ``export_subject`` would return, in one transaction; counts per table."""
+    counts: dict[str, int] = {}
+    for table, columns in tables:
+        _check(conn, table, columns)
+    if not values:
+        return {table: 0 for table, _ in tables}
+    with conn:
+        for table, columns in tables:
+            cur = conn.execute(
+                f"DELETE FROM {_quote(table)} WHERE {_where(columns, len(values))}",
+                [v for _ in columns for v in values],
+            )
+            counts[table] = counts.get(table, 0) + cur.rowcount
+    return counts
