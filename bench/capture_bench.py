@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from trafficguard.capture.pcapfile import open_capture
 from trafficguard.errors import CaptureError
 
-MAKE_WORKLOAD = "/work/shared/bench/make_workload.py"
+MAKE_WORKLOAD = str(Path(__file__).resolve().parent / "make_workload.py")
 
 
 def timed(fn: Callable[[], int]) -> tuple[int, float, float]:

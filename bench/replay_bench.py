@@ -13,7 +13,7 @@ machine, where absolute seconds are not. Tools:
 
 Each runs under ``/usr/bin/time -f "%e %M"`` for peak RSS; seconds are measured around the
 child with ``time.perf_counter`` because ``%e`` has only 10 ms resolution.
-The workload comes from ``../shared/bench/make_workload.py`` and is generated if missing.
+The workload comes from ``bench/make_workload.py`` (the shared generator, copied) and is generated if missing.
 
 Usage: bench/replay_bench.py [--packets N] [--pcap FILE] [--workdir DIR] [--json]
 """
@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import Final
 
 REPO: Final = Path(__file__).resolve().parent.parent
-SHARED: Final = REPO.parent / "shared"
-WORKLOAD_SCRIPT: Final = SHARED / "bench" / "make_workload.py"
+WORKLOAD_SCRIPT: Final = REPO / "bench" / "make_workload.py"  # copy of ../shared/bench/
 TIME: Final = "/usr/bin/time"
 TOOLS: Final = ("trafficguard", "softflowd", "dpkt_loop")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from realdata import real_pcap
 
 from trafficguard.capture.frames import Frame
 from trafficguard.capture.pcapfile import open_capture
@@ -194,7 +195,7 @@ def test_corruption_raises_only_capture_error(
 @pytest.mark.parametrize("chunk", [1, 13, 4096])
 def test_real_pcapng_cut_everywhere(tmp_path: Path, chunk: int) -> None:
     """Exhaustive cuts of a real two-interface pcapng: frames are always a prefix."""
-    data = Path("/work/shared/pcaps/real/zeek-pcapng-multi-interface.pcapng").read_bytes()
+    data = real_pcap("zeek-pcapng-multi-interface.pcapng").read_bytes()
     full = _full_frames(tmp_path, data)
     boundaries = [0]
     while boundaries[-1] < len(data):  # the file is little-endian

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dpkt
 import pytest
+from realdata import all_real_pcaps, real_pcap, sources_lines
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import PcapNgWriter, wrpcap
@@ -20,7 +21,6 @@ from trafficguard.capture.frames import Frame
 from trafficguard.capture.pcapfile import open_capture
 from trafficguard.errors import CaptureError, TruncatedCapture
 
-REAL = Path("/work/shared/pcaps/real")
 NS = 1_000_000_000
 
 
@@ -452,7 +452,7 @@ def test_memory_stays_bounded_by_the_chunk_not_the_file(tmp_path: Path, compress
 
 def _sources_counts() -> dict[str, int]:
     counts = {}
-    for line in (REAL / "SOURCES.md").read_text().splitlines():
+    for line in sources_lines():
         cells = [c.strip() for c in line.split("|")]
         if len(cells) > 8 and re.fullmatch(r"[\w.-]+\.pcap(ng)?", cells[1]) and cells[7].isdigit():
             counts[cells[1]] = int(cells[7])
@@ -460,7 +460,7 @@ def _sources_counts() -> dict[str, int]:
 
 
 COUNTS = _sources_counts()
-REAL_FILES = sorted(p.name for p in REAL.glob("*.pcap*"))
+REAL_FILES = [p.name for p in all_real_pcaps()]
 
 
 def test_sources_table_covers_every_real_file() -> None:
@@ -479,7 +479,7 @@ def _dpkt_read(path: Path) -> list[tuple[float, bytes]]:
 @pytest.mark.golden
 @pytest.mark.parametrize("name", REAL_FILES)
 def test_real_file_matches_sources_and_dpkt(tmp_path: Path, name: str) -> None:
-    path = REAL / name
+    path = real_pcap(name)
     frames = read_all(path)
     assert len(frames) == COUNTS[name]
     ref = _dpkt_read(path)
@@ -496,7 +496,7 @@ def test_real_file_matches_sources_and_dpkt(tmp_path: Path, name: str) -> None:
 def test_real_multi_interface_pcapng_per_interface_resolution() -> None:
     # interface 0 has if_tsresol 10^-9, interface 1 the default 10^-6; capinfos reports
     # a duration of 347.640611507 s, which only comes out if each EPB uses its own IDB.
-    frames = read_all(REAL / "zeek-pcapng-multi-interface.pcapng")
+    frames = read_all(real_pcap("zeek-pcapng-multi-interface.pcapng"))
     ts = [f[0] for f in frames]
     assert {f[1] for f in frames} == {1}
     assert max(ts) - min(ts) == 347_640_611_507

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dpkt
 import pytest
+from realdata import real_pcap
 
 from trafficguard.voip.dialogs import CallTracker
 from trafficguard.voip.numbers import NumberClassifier
@@ -19,9 +20,6 @@ from trafficguard.voip.records import CallRecord, RegistrationRecord
 from trafficguard.voip.rtp import RtpStreams
 from trafficguard.voip.sip import parse_sip_datagram
 
-# ndpi-sip.pcap is LGPL-sourced, so it is read from the shared corpus beside the checkout
-# (CI clones the repo with shared/ next to it); the BSD one is also in tests/data/real.
-PCAPS = Path(__file__).resolve().parents[3] / "shared" / "pcaps" / "real"
 TSHARK = shutil.which("tshark") or "/usr/bin/tshark"
 FILES = ["zeek-sip-wireshark.pcap", "ndpi-sip.pcap"]
 
@@ -39,9 +37,7 @@ class HmacPseudonymizer:
 
 
 def _path(name: str) -> Path:
-    path = PCAPS / name
-    assert path.exists(), f"{path} missing: the shared capture corpus must sit beside the repo"
-    return path
+    return real_pcap(name)
 
 
 def _udp(path: Path):  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -274,13 +275,30 @@ class SqliteSink:
         except sqlite3.Error as err:
             raise _store_error(self.path, err) from None
         try:
-            self._open(cfg.synchronous)
+            self._open_retrying(cfg.synchronous, busy_timeout_s)
         except sqlite3.Error as err:
             self._conn.close()
             raise _store_error(self.path, err) from None
         except StoreError:
             self._conn.close()
             raise
+
+    def _open_retrying(self, synchronous: str, busy_timeout_s: float) -> None:
+        """Open, retrying on SQLITE_BUSY: switching a fresh file to WAL can report BUSY
+        at once (no busy handler) while another process initialises the same store."""
+        deadline = time.monotonic() + busy_timeout_s
+        delay = 0.01
+        while True:
+            try:
+                self._open(synchronous)
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
     def _open(self, synchronous: str) -> None:
         conn = self._conn
