@@ -28,6 +28,7 @@ from trafficguard.errors import ConfigError, StoreError, TrafficguardError
 from trafficguard.pipeline import Pipeline, ReplayDriver, ReplayProgress, ReplayResult
 from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.logging import configure_logging, get_logger
+from trafficguard.wiring import build_context, build_stages
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -307,7 +308,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         sinks.append(("jsonl", JsonlSink(jsonl_path)))
 
-    pipeline = Pipeline(cfg, sinks)
+    pipeline = Pipeline(cfg, sinks, stages=build_stages(build_context(cfg)))
     server = None
     if not args.no_metrics and (args.metrics or cfg.metrics.enabled):
         from trafficguard.config import MetricsConfig
@@ -315,7 +316,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         mcfg = MetricsConfig(listen=args.metrics) if args.metrics else cfg.metrics
         host, port = mcfg.host_port
-        server = start_metrics_server(host, port, build_registry(pipeline.snapshot))
+        server = start_metrics_server(
+            host, port, build_registry(pipeline.snapshot, pipeline.stage_collectors())
+        )
         log.info("metrics.listening", listen=f"{host}:{server.port}")
 
     interactive = sys.stderr.isatty() and not args.quiet

@@ -122,6 +122,34 @@ class LoggingConfig(_Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class VoipConfig(_Section):
+    """SIP dialogs, call/registration records, RTP/RTCP quality and KPIs (issue: VoIP)."""
+
+    enabled: bool = True
+
+
+class DetectConfig(_Section):
+    """Detectors and the alert model (issues: detection engine, broadband detectors)."""
+
+    enabled: bool = True
+
+
+class PrivacyConfig(_Section):
+    """Keys, pseudonyms, retention and subject rights (issue: privacy tiers)."""
+
+
+class EscalationConfig(_Section):
+    """Policy, grants, the content gate, evidence and the audit log (issue: privacy tiers)."""
+
+
+class LiveConfig(_Section):
+    """Live capture and the daemon (issue: operations)."""
+
+
+class ExportConfig(_Section):
+    """IPFIX (and other) flow export (issue: operations)."""
+
+
 class Config(_Section):
     """The whole ``trafficguard.yaml``."""
 
@@ -131,6 +159,12 @@ class Config(_Section):
     store: StoreConfig = StoreConfig()
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    voip: VoipConfig = VoipConfig()
+    detect: DetectConfig = DetectConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    escalation: EscalationConfig = EscalationConfig()
+    live: LiveConfig = LiveConfig()
+    export: ExportConfig = ExportConfig()
     home_networks: tuple[str, ...] = ()
 
     @field_validator("home_networks")

@@ -1,9 +1,11 @@
-"""The one-direction pipeline: frames → decoder → flow table → sinks.
+"""The one-direction pipeline: frames → decoder → flow table → stages → sinks.
 
-``Pipeline`` owns no I/O of its own: a driver (``replay`` here, live capture later) feeds
-it frame batches and a wall clock; it decodes, updates flows, runs expiry in packet
-time, and hands finished records to every sink. It keeps plain-int counters that the
-metrics collector reads at scrape time (``snapshot``).
+Stages (VoIP, metadata analyzers, detectors, the escalation gate; see
+``trafficguard.flow.hooks.Stage``) attach flow hooks and see, in order, every record the
+flow table and the stages before them emitted. ``Pipeline`` owns no I/O of its own: a
+driver (``replay`` here, live capture later) feeds it frame batches and a wall clock; it
+decodes, updates flows, runs expiry in packet time, and hands finished records on. It
+keeps plain-int counters that the metrics collector reads at scrape time (``snapshot``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -21,11 +24,13 @@ from trafficguard.capture.pcapfile import open_capture
 from trafficguard.config import NS_PER_S, Config
 from trafficguard.decode.decoder import Decoder
 from trafficguard.errors import CaptureError, StoreError
+from trafficguard.flow.hooks import Stage
 from trafficguard.flow.records import FlowRecord
 from trafficguard.flow.table import FlowTable
 from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.memory import MemorySink
 from trafficguard.sinks.metrics import PipelineSnapshot
+from trafficguard.wiring import build_context, build_stages
 
 
 class Pipeline:
@@ -36,11 +41,15 @@ class Pipeline:
         cfg: Config,
         sinks: Sequence[tuple[str, RecordSink]],
         wall_clock: Callable[[], float] = time.monotonic,
+        stages: Sequence[Stage] = (),
     ) -> None:
         self.cfg = cfg
         self.decoder = Decoder(cfg.decode)
         self.flows = FlowTable(cfg.flow)
         self.sinks = list(sinks)
+        self.stages = list(stages)
+        for stage in self.stages:
+            stage.attach(self.flows)
         self._wall_clock = wall_clock
         self._tick_ns = int(cfg.flow.tick_interval_s * NS_PER_S)
         self._flush_interval_s = cfg.store.flush_interval_s
@@ -74,7 +83,9 @@ class Pipeline:
         self._next_tick_ns = now_ns + self._tick_ns
         self.flows.tick(now_ns)
         self.decoder.expire(now_ns)
-        self._emit(self.flows.take_records())
+        for stage in self.stages:
+            stage.tick(now_ns)
+        self._route(self.flows.take_records())
 
     def maybe_flush(self) -> None:
         """Commit sinks when the wall-clock flush interval has passed."""
@@ -90,7 +101,7 @@ class Pipeline:
     def finish(self) -> None:
         """End of input or shutdown: every open flow becomes a final record; sinks flush."""
         self.flows.flush_all()
-        self._emit(self.flows.take_records())
+        self._route(self.flows.take_records(), finish_ns=self.last_ts_ns)
         self.decoder.expire(self.last_ts_ns + 10**18)
         self.flush()
 
@@ -98,7 +109,24 @@ class Pipeline:
         for _, sink in self.sinks:
             self._guard(sink.close)
 
-    # -- records to sinks ------------------------------------------------------------
+    # -- records through the stages to the sinks ---------------------------------------
+    def _route(self, records: Sequence[msgspec.Struct], finish_ns: int | None = None) -> None:
+        """Stage i sees the flow records plus what stages before it emitted; then sinks.
+
+        With ``finish_ns`` every stage is also told to close what it holds open, after it
+        has seen the final records of the stages before it.
+        """
+        out = list(records)
+        for stage in self.stages:
+            if out:
+                stage.on_records(out)
+            if finish_ns is not None:
+                stage.finish(finish_ns)
+            new = stage.take_records()
+            if new:
+                out.extend(new)
+        self._emit(out)
+
     def _emit(self, records: Sequence[msgspec.Struct]) -> None:
         if not records:
             return
@@ -116,6 +144,10 @@ class Pipeline:
             raise
 
     # -- metrics ---------------------------------------------------------------------
+    def stage_collectors(self) -> list[Callable[[], Iterable[Any]]]:
+        """Each stage's ``collect``, for ``build_registry(..., extra=...)``."""
+        return [stage.collect for stage in self.stages]
+
     def snapshot(self) -> PipelineSnapshot:
         """Read every counter for the metrics collector (called from the scrape thread)."""
         st = self.flows.stats
@@ -270,19 +302,27 @@ class ReplayProgress:
         return min(100.0, 100.0 * self.bytes_read / self.total_bytes)
 
 
-def replay_to_records(
+def replay_records(
     paths: Sequence[str | os.PathLike[str] | Path], config: Config | None = None
-) -> list[FlowRecord]:
-    """Replay files as fast as possible into memory and return every flow record.
+) -> list[msgspec.Struct]:
+    """Replay files as fast as possible into memory with every configured stage; return
+    every record (flows, calls, RTP streams, alerts, ...) in emission order.
 
     The reference API for golden tests: no store, no metrics, no logging.
     """
     cfg = config if config is not None else Config()
     memory = MemorySink()
-    pipeline = Pipeline(cfg, [("memory", memory)])
+    pipeline = Pipeline(cfg, [("memory", memory)], stages=build_stages(build_context(cfg)))
     result = ReplayDriver(pipeline).run(paths)
     pipeline.close()
     for f in result.files:
         if f.error is not None:
             raise f.error
-    return [r for r in memory.records if isinstance(r, FlowRecord)]
+    return list(memory.records)
+
+
+def replay_to_records(
+    paths: Sequence[str | os.PathLike[str] | Path], config: Config | None = None
+) -> list[FlowRecord]:
+    """Like :func:`replay_records`, only the flow records."""
+    return [r for r in replay_records(paths, config) if isinstance(r, FlowRecord)]

@@ -21,7 +21,7 @@ ORDER = [
     "sinks",
 ]
 FOUNDATION = {"errors", "config", "clock", "__init__"}
-WIRING = {"pipeline", "daemon", "cli", "__main__"}
+WIRING = {"pipeline", "daemon", "cli", "wiring", "__main__"}
 
 
 def _imports(path: Path) -> set[str]:

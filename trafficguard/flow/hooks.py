@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Protocol
+
+from msgspec import Struct
+from prometheus_client.core import Metric
 
 from trafficguard.decode.packet import Packet
 from trafficguard.flow.state import Flow
@@ -22,3 +26,37 @@ class FlowHook(Protocol):
     def on_packet(self, pkt: Packet, flow: Flow, direction: str) -> None: ...
 
     def on_flow_end(self, flow: Flow, reason: str) -> None: ...
+
+
+class HookHost(Protocol):
+    """What a stage attaches its flow hooks to (the flow table, or the compiled fast path)."""
+
+    def add_hook(self, hook: FlowHook) -> None: ...
+
+
+class Stage(Protocol):
+    """A stage after the flow table: VoIP analyzers, metadata analyzers, detectors, the gate.
+
+    The pipeline calls, in packet time and always from the packet thread:
+    ``attach`` once (add flow hooks); ``on_records`` with every record the flow table and
+    the earlier stages emitted in this round (a detector reads flow and call records
+    here); ``tick`` when the expiry tick runs; ``take_records`` to collect what the stage
+    finished (the pipeline passes them to later stages and to the sinks); ``finish`` at
+    end of input or shutdown (close everything open, so the next ``take_records`` gets
+    it); ``collect`` at scrape time from the metrics thread (read plain ints only, and
+    use only closed-set label values — the registry sanitises them again).
+    """
+
+    name: str
+
+    def attach(self, host: HookHost) -> None: ...
+
+    def on_records(self, records: Sequence[Struct]) -> None: ...
+
+    def tick(self, now_ns: int) -> None: ...
+
+    def take_records(self) -> list[Struct]: ...
+
+    def finish(self, now_ns: int) -> None: ...
+
+    def collect(self) -> Iterable[Metric]: ...

@@ -37,6 +37,7 @@ LABEL_VALUE_RE: Final = re.compile(r"^[a-z0-9_.\-]{1,40}$")
 OTHER: Final = "other"
 _HOSTNAME_TLD: Final = re.compile(r"\.[a-z]{2,}$")  # "example.com", not "0.1.0" or "rtp.v2"
 _PREFIX: Final = "trafficguard_"
+_BUCKET_LABELS: Final = frozenset({"le", "quantile"})  # set by prometheus-client itself
 
 
 @lru_cache(maxsize=4096)
@@ -210,10 +211,52 @@ class BuildInfoCollector(Collector):
         yield family
 
 
-def build_registry(snapshot_fn: Callable[[], PipelineSnapshot]) -> CollectorRegistry:
-    """A fresh registry (not the global one): pipeline, build info, process, platform, GC."""
+class StageCollector(Collector):
+    """A stage's own metric families, passed through the label privacy guard.
+
+    Every label value is replaced by :func:`safe_label_value`; samples that collide after
+    that are summed (counters, gauges) so the exposition stays valid.
+    """
+
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._collect():
+            if not family.name.startswith(_PREFIX):
+                raise ValueError(f"stage metric {family.name!r} lacks the {_PREFIX} prefix")
+            merged: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+            order: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+            for sample in family.samples:
+                labels = tuple(
+                    sorted(
+                        (k, v if k in _BUCKET_LABELS else safe_label_value(v))
+                        for k, v in sample.labels.items()
+                    )
+                )
+                key = (sample.name, labels)
+                if key in merged:
+                    prev = merged[key]
+                    merged[key] = prev._replace(value=prev.value + sample.value)
+                else:
+                    merged[key] = sample._replace(labels=dict(labels))
+                    order.append(key)
+            family.samples = [merged[k] for k in order]
+            yield family
+
+
+def build_registry(
+    snapshot_fn: Callable[[], PipelineSnapshot],
+    extra: Iterable[Callable[[], Iterable[Metric]]] = (),
+) -> CollectorRegistry:
+    """A fresh registry (not the global one): pipeline, stages, build info, process, GC."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PipelineCollector(snapshot_fn))
+    for collect in extra:
+        registry.register(StageCollector(collect))
     registry.register(BuildInfoCollector())
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
