@@ -137,6 +137,14 @@ class DetectConfig(_Section):
 class PrivacyConfig(_Section):
     """Keys, pseudonyms, retention and subject rights (issue: privacy tiers)."""
 
+    keys_dir: Path = Field(
+        Path("var/keys"),
+        description="pseudonym and audit keys (0600 files); created on first start if missing",
+    )
+    create_keys: bool = Field(
+        True, description="create keys in keys_dir when none exist (else refuse to start)"
+    )
+
 
 class EscalationConfig(_Section):
     """Policy, grants, the content gate, evidence and the audit log (issue: privacy tiers)."""

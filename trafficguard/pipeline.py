@@ -27,6 +27,7 @@ from trafficguard.errors import CaptureError, StoreError
 from trafficguard.flow.hooks import Stage
 from trafficguard.flow.records import FlowRecord
 from trafficguard.flow.table import FlowTable
+from trafficguard.privacy.keys import SensorKeys
 from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.memory import MemorySink
 from trafficguard.sinks.metrics import PipelineSnapshot
@@ -303,16 +304,20 @@ class ReplayProgress:
 
 
 def replay_records(
-    paths: Sequence[str | os.PathLike[str] | Path], config: Config | None = None
+    paths: Sequence[str | os.PathLike[str] | Path],
+    config: Config | None = None,
+    keys: SensorKeys | None = None,
 ) -> list[msgspec.Struct]:
     """Replay files as fast as possible into memory with every configured stage; return
-    every record (flows, calls, RTP streams, alerts, ...) in emission order.
+    every record (flows, calls, RTP streams, alerts, ...) in emission order. ``keys``
+    overrides the key directory of the config (tests pass fixed keys).
 
     The reference API for golden tests: no store, no metrics, no logging.
     """
     cfg = config if config is not None else Config()
     memory = MemorySink()
-    pipeline = Pipeline(cfg, [("memory", memory)], stages=build_stages(build_context(cfg)))
+    stages = build_stages(build_context(cfg, keys))
+    pipeline = Pipeline(cfg, [("memory", memory)], stages=stages)
     result = ReplayDriver(pipeline).run(paths)
     pipeline.close()
     for f in result.files:
