@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a checkout for tests and the demo; safe to run again (does only what is missing).
 #  1. On Debian as root: install the system tools the tests and demo call (tshark, tcpdump,
-#     tcpreplay, softflowd, promtool, /usr/bin/time). apt-get update runs only if needed.
+#     tcpreplay, softflowd, promtool, sipp, nfcapd, nmap, hping3, iodine, hydra, ip,
+#     systemd-analyze, /usr/bin/time). apt-get update runs only if needed.
 #  2. A virtualenv in .venv (no system site packages) with `pip install -e '.[test]'`,
 #     skipped while the stamp (hash of pyproject.toml + python version) is unchanged.
 set -euo pipefail
@@ -12,7 +13,9 @@ say() { printf 'setup: %s\n' "$*"; }
 # --- system packages: "command-to-check:debian-package"
 need=()
 for pair in tshark:tshark tcpdump:tcpdump tcpreplay:tcpreplay softflowd:softflowd \
-            promtool:prometheus /usr/bin/time:time; do
+            promtool:prometheus /usr/bin/time:time ip:iproute2 sipp:sip-tester \
+            nfcapd:nfdump nmap:nmap hping3:hping3 iodine:iodine hydra:hydra \
+            systemd-analyze:systemd; do
   cmd=${pair%%:*} pkg=${pair##*:}
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
     need+=("$pkg")
