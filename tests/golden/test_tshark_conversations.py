@@ -1,8 +1,9 @@
 """Golden tests: trafficguard's TCP/UDP flow records against tshark's conversations.
 
-For every capture in ``tests/data/real/`` and ``pcaps/`` the packets and bytes of each
-conversation (unordered endpoint pair + ports + protocol), per direction, must equal
-what tshark counts, and trafficguard must emit the predicted number of flow records.
+For every capture in ``tests/data/real/``, ``tests/data/real-ext/`` and ``pcaps/`` the
+packets and bytes of each conversation (unordered endpoint pair + ports + protocol), per
+direction, must equal what tshark counts, and trafficguard must emit the predicted number
+of flow records.
 The reference and the known, deliberate differences (fragments, tunnels, port reuse,
 idle splits) live in ``tshark_conv.py``; the ``test_reference_*`` and
 ``test_known_difference_*`` tests below pin them, so a reference change is visible.
@@ -35,9 +36,20 @@ pytestmark = pytest.mark.golden
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_DIR = REPO_ROOT / "tests" / "data" / "real"
+REAL_EXT_DIR = REPO_ROOT / "tests" / "data" / "real-ext"
 SAMPLE_DIR = REPO_ROOT / "pcaps"
-CAPTURES = sorted(p for p in REAL_DIR.iterdir() if p.suffix in (".pcap", ".pcapng")) + sorted(
-    SAMPLE_DIR.glob("*.pcap")
+# ndpi-badpackets.pcap is compared separately: its IPv4 headers claim more bytes than the frames
+# hold (caplen == wire length), which trafficguard counts as malformed while tshark still lists
+# the conversations (see test_known_difference_bad_ipv4_lengths).
+BAD_LENGTHS = "ndpi-badpackets.pcap"
+CAPTURES = (
+    sorted(p for p in REAL_DIR.iterdir() if p.suffix in (".pcap", ".pcapng"))
+    + sorted(
+        p
+        for p in REAL_EXT_DIR.iterdir()
+        if p.suffix in (".pcap", ".pcapng") and p.name != BAD_LENGTHS
+    )
+    + sorted(SAMPLE_DIR.glob("*.pcap"))
 )
 SAMPLES = sorted(SAMPLE_DIR.glob("*.pcap"))
 
@@ -287,3 +299,27 @@ def test_record_summing_uses_deltas_initiator_and_flow_ids() -> None:
     assert counts == {key: 2}
     assert dict(convs[key].frames) == {client: 2 + 1 + 1, server: 1 + 3 + 1}
     assert dict(convs[key].bytes) == {client: 120 + 54 + 54, server: 60 + 3000 + 60}
+
+
+def test_known_difference_bad_ipv4_lengths() -> None:
+    """ndpi-badpackets.pcap: every frame is counted as malformed or truncated, none becomes a flow.
+
+    Its IPv4 total length (e.g. 1500) exceeds the captured frame (e.g. 257 bytes of IP) although
+    the capture length equals the wire length, so the header lies about the packet; tshark flags
+    the same frames ("IPv4 total length exceeds packet length") but still lists conversations.
+    """
+    from trafficguard.capture.pcapfile import open_capture  # noqa: PLC0415
+    from trafficguard.decode.decoder import Decoder  # noqa: PLC0415
+
+    path = REAL_EXT_DIR / BAD_LENGTHS
+    decoder = Decoder(Config().decode)
+    frames = 0
+    with open_capture(path) as source:
+        for batch in source.batches(1000):
+            frames += len(batch)
+            assert decoder.decode_batch(batch) == []
+    errors = {k: v for k, v in decoder.errors.items() if v}
+    assert frames == 93
+    assert errors == {"ipv4_bad_length": 86, "truncated": 7}
+    assert records_of(path) == []
+    assert conversation_table(path), "tshark still lists conversations for these frames"
