@@ -25,10 +25,16 @@ import msgspec
 from trafficguard import __version__
 from trafficguard.config import Config, load_config
 from trafficguard.errors import ConfigError, StoreError, TrafficguardError
+from trafficguard.escalation import commands as escalation_commands
 from trafficguard.pipeline import Pipeline, ReplayDriver, ReplayProgress, ReplayResult
-from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.logging import configure_logging, get_logger
-from trafficguard.wiring import build_context, build_stages
+from trafficguard.wiring import (
+    SinkOverrides,
+    build_context,
+    build_sinks,
+    build_stages,
+    start_metrics,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -48,8 +54,16 @@ policy-authorized grants (see docs/architecture.md).
 MAIN_EPILOG = f"""\
 commands:
   replay         read pcap/pcapng files through the pipeline into the store
-  query          read stored records (flows)
+  run            capture live from network interfaces (the daemon)
+  query          read stored records (flows, calls, registrations, rtp)
   check-config   validate a configuration file and print every problem
+  keys           create or rotate pseudonym and audit keys (keys init)
+  grant          create, sign, verify, list and revoke content-inspection grants
+  reveal         confirm who is behind a pseudonym, under an active grant (audited)
+  evidence       open a grant's sealed evidence (audited); make analyst keys
+  audit          verify or show the hash-chained audit log
+  retention      purge records past their retention period (retention run)
+  subject        export or erase every stored record of one subscriber (audited)
 
 configuration:
   --config PATH, or ${CONFIG_ENV}, names a YAML file (see config/trafficguard.yaml
@@ -83,6 +97,53 @@ examples:
 While it runs on a terminal, a progress line shows packets, percent of the file,
 and packets/s; a summary follows at the end. SIGINT/SIGTERM stop reading, flush
 every open flow as a record and close the store cleanly.
+"""
+
+RUN_DESCRIPTION = """\
+Capture live traffic from one or more interfaces (a SPAN/TAP port) and run it
+through the same pipeline as 'replay': decode, flow table, the configured stages,
+and the sinks (SQLite store, JSON lines, IPFIX), with Prometheus /metrics. This is
+the daemon that systemd runs (systemd/trafficguard.service).
+
+Capture uses AF_PACKET with a TPACKET_V3 memory-mapped ring (one batch per ring
+block), or a plain packet socket where the kernel has no TPACKET_V3
+(live.backend). The BPF filter (live.bpf_filter, pcap-filter(7) syntax) is
+compiled with 'tcpdump -dd' and runs in the kernel. With --workers N (live.workers)
+N capture processes share the traffic through PACKET_FANOUT (hash of the flow,
+fragments defragmented first), each with its own flow table; the parent process
+owns the store and /metrics and merges the workers' counters. Kernel drops are
+exported as trafficguard_capture_drops_total.
+
+Needs CAP_NET_RAW (and CAP_NET_ADMIN for promiscuous mode); see
+docs/deployment.md.
+"""
+
+RUN_EPILOG = """\
+signals:
+  SIGHUP    reload the configuration file: live.bpf_filter and logging apply at
+            once, stages with reloadable state (grants, blocklists) re-read it, open
+            flows are kept. An invalid file is rejected (log event config.rejected)
+            and the running configuration stays. Other changed keys are logged as
+            config.restart_required.
+  SIGTERM   drain: stop capturing, flush every open flow as a record, commit and
+            close the store, exit 0 (within live.drain_timeout_s).
+  SIGINT    as SIGTERM, exit status 130.
+  SIGKILL   loses at most the records of the last store.flush_interval_s; the
+            SQLite store (WAL) stays consistent and the next start continues it.
+
+systemd:
+  With $NOTIFY_SOCKET set, sends READY=1 once every worker captures, WATCHDOG=1 at
+  half of $WATCHDOG_USEC while every worker reports, STATUS=, RELOADING=1 around
+  reloads and STOPPING=1 on shutdown (Type=notify).
+
+exit status:
+  0 drained after SIGTERM, 1 capture or store failure (a worker died, drain timed
+  out), 2 usage or configuration error (no interface, bad filter), 130 SIGINT.
+
+examples:
+  trafficguard run --interface ens1f0
+  trafficguard run -i ens1f0 -i ens1f1 --workers 2 --filter 'udp or tcp port 5060'
+  trafficguard --config /etc/trafficguard/trafficguard.yaml run
 """
 
 QUERY_EPILOG = """\
@@ -135,6 +196,11 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--jsonl", metavar="PATH", help="also write records as JSON lines ('-' = stdout)"
     )
+    rp.add_argument(
+        "--ipfix",
+        metavar="HOST:PORT",
+        help="also export flow records as IPFIX over UDP to this collector (export.ipfix)",
+    )
     metrics = rp.add_mutually_exclusive_group()
     metrics.add_argument(
         "--metrics", metavar="ADDR", help="serve /metrics on HOST:PORT (default: metrics.listen)"
@@ -145,6 +211,40 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--quiet", "-q", action="store_true", help="no progress line and no summary")
     rp.set_defaults(func=cmd_replay)
+
+    rn = sub.add_parser(
+        "run",
+        help="capture live from interfaces (the daemon)",
+        description=RUN_DESCRIPTION,
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rn.add_argument(
+        "--interface",
+        "-i",
+        action="append",
+        metavar="IFACE",
+        help="capture on IFACE (repeatable; default: live.interfaces)",
+    )
+    rn.add_argument(
+        "--workers", type=int, metavar="N", help="capture processes (default: live.workers)"
+    )
+    rn.add_argument("--filter", metavar="EXPR", help="BPF filter (default: live.bpf_filter)")
+    rn_store = rn.add_mutually_exclusive_group()
+    rn_store.add_argument(
+        "--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)"
+    )
+    rn_store.add_argument("--no-store", action="store_true", help="do not write the SQLite store")
+    rn.add_argument("--jsonl", metavar="PATH", help="also write records as JSON lines")
+    rn.add_argument(
+        "--ipfix", metavar="HOST:PORT", help="also export flow records as IPFIX to this collector"
+    )
+    rn_metrics = rn.add_mutually_exclusive_group()
+    rn_metrics.add_argument(
+        "--metrics", metavar="ADDR", help="serve /metrics on HOST:PORT (default: metrics.listen)"
+    )
+    rn_metrics.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    rn.set_defaults(func=cmd_run)
 
     qp = sub.add_parser(
         "query",
@@ -169,6 +269,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     qf.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     qf.set_defaults(func=cmd_query_flows)
+    _add_voip_queries(qsub)
 
     cp = sub.add_parser(
         "check-config",
@@ -179,6 +280,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("path", nargs="?", metavar="PATH", help="file to check (overrides --config)")
     cp.add_argument("--show", action="store_true", help="print the effective configuration as YAML")
     cp.set_defaults(func=cmd_check_config)
+    escalation_commands.register(sub)  # grant, keys, audit, evidence, reveal, retention, subject
     return parser
 
 
@@ -289,37 +391,30 @@ def _print_summary(pipeline: Pipeline, result: ReplayResult, stream: TextIO) -> 
         print(line, file=stream)
 
 
+def _sink_overrides(args: argparse.Namespace) -> SinkOverrides:
+    """``--store``/``--no-store``/``--jsonl``/``--ipfix`` of ``replay`` and ``run``."""
+    return SinkOverrides(
+        store=Path(args.store) if args.store else None,
+        no_store=args.no_store,
+        jsonl=args.jsonl,
+        ipfix=getattr(args, "ipfix", None),
+    )
+
+
 # -- commands ---------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
     cfg: Config = args.cfg
     log = get_logger("trafficguard.replay")
-    sinks: list[tuple[str, RecordSink]] = []
-    if not args.no_store:
-        from trafficguard.sinks.sqlite import SqliteSink
-
-        sqlite_cfg = cfg.store.sqlite
-        if args.store:
-            sqlite_cfg = sqlite_cfg.model_copy(update={"path": Path(args.store)})
-        if args.store or sqlite_cfg.enabled:
-            sinks.append(("sqlite", SqliteSink(sqlite_cfg)))
-    jsonl_path = args.jsonl or (str(cfg.store.jsonl.path) if cfg.store.jsonl.enabled else None)
-    if jsonl_path:
-        from trafficguard.sinks.jsonl import JsonlSink
-
-        sinks.append(("jsonl", JsonlSink(jsonl_path)))
-
-    pipeline = Pipeline(cfg, sinks, stages=build_stages(build_context(cfg)))
+    sinks = build_sinks(cfg, _sink_overrides(args))
+    ctx = build_context(cfg)
+    pipeline = Pipeline(
+        cfg, sinks, stages=build_stages(ctx), record_transform=ctx.record_transform
+    )
     server = None
     if not args.no_metrics and (args.metrics or cfg.metrics.enabled):
-        from trafficguard.config import MetricsConfig
-        from trafficguard.sinks.metrics import build_registry, start_metrics_server
-
-        mcfg = MetricsConfig(listen=args.metrics) if args.metrics else cfg.metrics
-        host, port = mcfg.host_port
-        server = start_metrics_server(
-            host, port, build_registry(pipeline.snapshot, pipeline.stage_collectors())
+        server = start_metrics(
+            cfg, pipeline.snapshot, pipeline.stage_collectors(), listen=args.metrics
         )
-        log.info("metrics.listening", listen=f"{host}:{server.port}")
 
     interactive = sys.stderr.isatty() and not args.quiet
     progress = ProgressLine(sys.stderr) if interactive else None
@@ -372,6 +467,42 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if result.interrupted and signal.SIGTERM not in stopped_by:
         return EXIT_INTERRUPTED  # Ctrl-C; SIGTERM is an orderly drain and exits 0
     return EXIT_FAILURE if result.failed else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from trafficguard.capture.bpf import FilterError
+    from trafficguard.capture.live import LiveCaptureError
+    from trafficguard.daemon import Daemon, interfaces_or_error
+
+    cfg: Config = args.cfg
+    live: dict[str, object] = {}
+    if args.workers is not None:
+        if args.workers < 1:
+            _err("--workers must be at least 1")
+            return EXIT_USAGE
+        live["workers"] = args.workers
+    if args.filter is not None:
+        live["bpf_filter"] = args.filter
+
+    def with_options(c: Config) -> Config:
+        return c.model_copy(update={"live": c.live.model_copy(update=live)}) if live else c
+
+    overrides = _sink_overrides(args)
+    daemon = Daemon(
+        cfg,
+        _config_path(args),
+        interfaces_or_error(cfg, args.interface),
+        make_sinks=lambda c: build_sinks(c, overrides),
+        metrics_listen=args.metrics,
+        metrics_enabled=not args.no_metrics and bool(args.metrics or cfg.metrics.enabled),
+        log_level_override=args.log_level,
+        overrides=with_options,
+    )
+    try:
+        return daemon.run()
+    except (FilterError, LiveCaptureError) as err:
+        _err(str(err))
+        return EXIT_USAGE
 
 
 def _display_host(server: object) -> str:
@@ -434,6 +565,217 @@ def cmd_query_flows(args: argparse.Namespace) -> int:
 
 
 ROW = "{:<23} {:<5} {:<28} {:<28} {:<9} {:>8} {:>11} {}"
+
+
+# -- VoIP queries (issue 4) ---------------------------------------------------------------
+VOIP_QUERY_EPILOG = """\
+Parties appear only as pseudonyms (keyed hashes) with the class of their number
+(domestic, international, premium, emergency, short_code, non_numeric, unknown);
+the Call-ID only as its keyed hash, which joins a call to its RTP streams.
+time arguments take ISO 8601 ('2026-11-23T09:00:00Z'), epoch seconds
+('1763888400'), or an age relative to now ('90s', '15m', '2h', '7d').
+
+examples:
+  trafficguard query calls --since 1h --final-code 486
+  trafficguard query calls --answered --json | jq .duration_ms
+  trafficguard query registrations --limit 20
+  trafficguard query rtp --mos-below 3.5
+"""
+
+
+def _add_voip_queries(qsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``query calls|registrations|rtp``: same options as ``query flows``, plus filters."""
+    specs = (
+        ("calls", "call records (one per INVITE dialog)", cmd_query_calls),
+        ("registrations", "registration records (REGISTER attempts)", cmd_query_registrations),
+        ("rtp", "RTP stream quality records (one per SSRC and direction)", cmd_query_rtp),
+    )
+    for name, help_text, func in specs:
+        p = qsub.add_parser(
+            name,
+            help=help_text,
+            description=f"Read {help_text} from the SQLite store, newest first.",
+            epilog=VOIP_QUERY_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)")
+        p.add_argument("--since", metavar="TIME", help="records that end at or after TIME")
+        p.add_argument("--until", metavar="TIME", help="records that start before TIME")
+        p.add_argument(
+            "--limit", type=int, default=50, metavar="N", help="at most N records (default 50)"
+        )
+        p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        if name == "calls":
+            p.add_argument(
+                "--final-code", type=int, metavar="N", help="only calls whose final response is N"
+            )
+            p.add_argument("--answered", action="store_true", help="only answered calls")
+        elif name == "rtp":
+            p.add_argument(
+                "--mos-below", type=float, metavar="N", help="only streams with a MOS below N"
+            )
+        p.set_defaults(func=func)
+
+
+def _query_voip(
+    args: argparse.Namespace, kind: str, order: str, filters: list[tuple[str, str, object]]
+) -> list[msgspec.Struct] | None:
+    """Shared part of the VoIP queries; None after printing an error (status in args)."""
+    from trafficguard.sinks.sqlite import query_records
+
+    cfg: Config = args.cfg
+    path = Path(args.store) if args.store else cfg.store.sqlite.path
+    if not path.exists():
+        _err(f"{path}: no such store (run 'trafficguard replay' first, or pass --store)")
+        args.status = EXIT_FAILURE
+        return None
+    try:
+        since = parse_time_ns(args.since) if args.since else None
+        until = parse_time_ns(args.until) if args.until else None
+    except ValueError as err:
+        _err(str(err))
+        args.status = EXIT_USAGE
+        return None
+    if args.limit < 1:
+        _err("--limit must be at least 1")
+        args.status = EXIT_USAGE
+        return None
+    return query_records(
+        path,
+        kind=kind,
+        since_ns=since,
+        until_ns=until,
+        limit=args.limit,
+        order=order,
+        descending=True,
+        filters=filters,
+    )
+
+
+def _print_json(records: Sequence[msgspec.Struct]) -> None:
+    enc = msgspec.json.Encoder()
+    for rec in records:
+        sys.stdout.write(enc.encode(rec).decode() + "\n")
+
+
+def _utc(ts_ns: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+CALL_ROW = "{:<23} {:<26} {:<13} {:<26} {:<13} {:>5} {:<15} {:>7} {:>9} {}"
+REG_ROW = "{:<23} {:<26} {:<13} {:>5} {:>7} {:>4} {}"
+RTP_ROW = "{:<23} {:<28} {:<28} {:>10} {:<7} {:>7} {:>6} {:>8} {:>4} {}"
+
+
+def cmd_query_calls(args: argparse.Namespace) -> int:
+    filters: list[tuple[str, str, object]] = []
+    if args.final_code is not None:
+        filters.append(("final_code", "=", args.final_code))
+    if args.answered:
+        filters.append(("answer_ns", "is not null", None))
+    records = _query_voip(args, "call", "invite_ns", filters)
+    if records is None:
+        return int(args.status)
+    if args.json:
+        _print_json(records)
+        return EXIT_OK
+    from trafficguard.voip.records import CallRecord
+
+    out = sys.stdout
+    heads = ("invite (UTC)", "caller", "class", "callee", "class", "code", "end", "pdd ms")
+    print(CALL_ROW.format(*heads, "dur ms", "codecs"), file=out)
+    for r in records:
+        assert isinstance(r, CallRecord)
+        print(
+            CALL_ROW.format(
+                _utc(r.invite_ns),
+                r.caller,
+                r.caller_class,
+                r.callee,
+                r.callee_class,
+                r.final_code,
+                r.end_reason,
+                _ms(r.pdd_ms),
+                _ms(r.duration_ms),
+                ",".join(r.codecs) or "-",
+            ),
+            file=out,
+        )
+    if not records:
+        print("(no calls match)", file=out)
+    return EXIT_OK
+
+
+def cmd_query_registrations(args: argparse.Namespace) -> int:
+    records = _query_voip(args, "registration", "ts_ns", [])
+    if records is None:
+        return int(args.status)
+    if args.json:
+        _print_json(records)
+        return EXIT_OK
+    from trafficguard.voip.records import RegistrationRecord
+
+    out = sys.stdout
+    print(REG_ROW.format("start (UTC)", "aor", "class", "code", "expires", "reqs", "end"), file=out)
+    for r in records:
+        assert isinstance(r, RegistrationRecord)
+        print(
+            REG_ROW.format(
+                _utc(r.ts_ns),
+                r.aor,
+                r.aor_class,
+                r.result_code,
+                r.expires_s,
+                r.requests,
+                r.end_reason,
+            ),
+            file=out,
+        )
+    if not records:
+        print("(no registrations match)", file=out)
+    return EXIT_OK
+
+
+def cmd_query_rtp(args: argparse.Namespace) -> int:
+    filters: list[tuple[str, str, object]] = []
+    if args.mos_below is not None:
+        filters.append(("mos", "<", args.mos_below))
+    records = _query_voip(args, "rtp_stream", "first_ns", filters)
+    if records is None:
+        return int(args.status)
+    if args.json:
+        _print_json(records)
+        return EXIT_OK
+    from trafficguard.voip.records import RtpStreamRecord
+
+    out = sys.stdout
+    heads = ("start (UTC)", "source", "destination", "ssrc", "codec", "pkts", "lost")
+    print(RTP_ROW.format(*heads, "jit max", "mos", "call"), file=out)
+    for r in records:
+        assert isinstance(r, RtpStreamRecord)
+        mos = r.mos
+        print(
+            RTP_ROW.format(
+                _utc(r.first_ns),
+                _endpoint(r.src_addr, r.src_port),
+                _endpoint(r.dst_addr, r.dst_port),
+                f"{r.ssrc:#010x}",
+                r.codec,
+                f"{r.packets:,}",
+                f"{r.lost:,}",
+                f"{r.jitter_max_ms:.1f}",
+                "-" if mos is None else f"{mos:.2f}",
+                r.call_id_hash or "-",
+            ),
+            file=out,
+        )
+    if not records:
+        print("(no rtp streams match)", file=out)
+    return EXIT_OK
 
 
 def _endpoint(addr: str, port: int) -> str:

@@ -9,7 +9,25 @@
      ├── DecodeError          one packet could not be decoded; carries a reason from
      │                        DECODE_REASONS. Caught in one place by the packet loop,
      │                        counted by reason, never raised out of the pipeline.
-     └── StoreError           a sink could not write (disk full, locked, schema mismatch)
+     ├── StoreError           a sink could not write (disk full, locked, schema mismatch)
+     ├── PrivacyError         keys, pseudonyms, retention, subject rights (privacy/)
+     │    ├── KeyFileError        key file/dir missing, malformed or too open
+     │    │    └── KeysExistError     keys init would overwrite keys
+     │    └── RetentionError      purge/export/erase named an unknown table or column
+     └── EscalationError      policy, grants, the gate, evidence, audit (escalation/)
+          ├── GrantError          a grant/signature/revocation file unreadable or invalid
+          ├── RevealError         the grant does not permit this reveal
+          ├── EvidenceError       evidence cannot be written or read
+          │    ├── EvidenceKeyError    wrong analyst key
+          │    └── EvidenceIntegrityError    tampered/corrupt (EvidenceTruncatedError)
+          └── AuditError          the audit log cannot be read
+               └── AuditWriteError     an entry was not written and synced: fail closed
+                    └── AuditIntegrityError  the log fails verification; not appended to
+    ConfigError also has PolicyError (escalation/policy.py): the policy file is invalid.
+
+The subclasses live next to the code that raises them and subclass ``PrivacyError`` /
+``EscalationError`` / ``ConfigError`` from here, so ``cli.main`` maps every one of them to
+an exit status (ConfigError → 2, any other TrafficguardError → 1).
 
 Rules: decoders raise DecodeError (or let struct.error/IndexError escape, which the
 packet loop also counts); bad config, keys or grants stop start-up with a clear
@@ -56,3 +74,11 @@ class DecodeError(TrafficguardError):
 
 class StoreError(TrafficguardError):
     """A record sink failed to write or open its store."""
+
+
+class PrivacyError(TrafficguardError):
+    """Base of the privacy stage's errors (keys, retention, subject rights)."""
+
+
+class EscalationError(TrafficguardError):
+    """Base of the escalation stage's errors (grants, gate, evidence, audit, reveal)."""

@@ -6,24 +6,29 @@ flow table and the stages before them emitted. ``Pipeline`` owns no I/O of its o
 driver (``replay`` here, live capture later) feeds it frame batches and a wall clock; it
 decodes, updates flows, runs expiry in packet time, and hands finished records on. It
 keeps plain-int counters that the metrics collector reads at scrape time (``snapshot``).
+``record_transform`` (the privacy edge, ``wiring.SensorContext.record_transform``) runs on
+every batch after the last stage and before the sinks: stages see clear addresses, no
+sink ever does.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from trafficguard.capture.frames import Frame
-from trafficguard.capture.pcapfile import open_capture
+from trafficguard.capture.pcapfile import FileFrameSource, open_capture
 from trafficguard.config import NS_PER_S, Config
 from trafficguard.decode.decoder import Decoder
 from trafficguard.errors import CaptureError, StoreError
+from trafficguard.fast import make_fast_path
+from trafficguard.fast.stream import claim_pcap_stream
 from trafficguard.flow.hooks import Stage
 from trafficguard.flow.records import FlowRecord
 from trafficguard.flow.table import FlowTable
@@ -32,6 +37,11 @@ from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.memory import MemorySink
 from trafficguard.sinks.metrics import PipelineSnapshot
 from trafficguard.wiring import build_context, build_stages
+
+if TYPE_CHECKING:
+    from trafficguard.fast.path import FastPath
+
+RecordTransform = Callable[[Sequence[msgspec.Struct]], Sequence[msgspec.Struct]]
 
 
 class Pipeline:
@@ -43,10 +53,17 @@ class Pipeline:
         sinks: Sequence[tuple[str, RecordSink]],
         wall_clock: Callable[[], float] = time.monotonic,
         stages: Sequence[Stage] = (),
+        record_transform: RecordTransform | None = None,
     ) -> None:
         self.cfg = cfg
+        # the privacy edge (wiring.SensorContext.record_transform): pseudonymizes
+        # subscriber addresses after every stage ran, before any sink sees a record
+        self.record_transform = record_transform
         self.decoder = Decoder(cfg.decode)
-        self.flows = FlowTable(cfg.flow)
+        # The compiled fast path (capture.fast_path) replaces decode_batch + update_batch
+        # and stands where the flow table stands; records are the same either way.
+        self.fast = make_fast_path(cfg, self.decoder)
+        self.flows: FlowTable | FastPath = self.fast or FlowTable(cfg.flow)
         self.sinks = list(sinks)
         self.stages = list(stages)
         for stage in self.stages:
@@ -71,13 +88,36 @@ class Pipeline:
             return
         self.capture_packets += len(frames)
         self.capture_bytes += sum([f[3] for f in frames])
-        packets = self.decoder.decode_batch(frames)
-        if packets:
-            self.flows.update_batch(packets)
+        if self.fast is not None:
+            self.fast.process_frames(frames)
+        else:
+            packets = self.decoder.decode_batch(frames)
+            if packets:
+                self.flows.update_batch(packets)  # type: ignore[union-attr]
         last = frames[-1][0]
         self.last_ts_ns = max(self.last_ts_ns, last)
         if self.last_ts_ns >= self._next_tick_ns:
             self.tick(self.last_ts_ns)
+
+    def process_source(self, source: FileFrameSource, batch_frames: int) -> Iterator[int]:
+        """Process a file as fast as possible, yielding the frame count of each batch.
+
+        With the fast path a classic pcap goes to the C core as raw file chunks (no Frame
+        tuples); the batches, ticks and records are those of ``process_batch``.
+        """
+        stream = claim_pcap_stream(source) if self.fast is not None else None
+        if self.fast is None or stream is None:
+            for frames in source.batches(batch_frames):
+                self.process_batch(frames)
+                yield len(frames)
+            return
+        for n, wire_bytes, last in self.fast.pcap_batches(*stream, batch_frames):
+            self.capture_packets += n
+            self.capture_bytes += wire_bytes
+            self.last_ts_ns = max(self.last_ts_ns, last)
+            if self.last_ts_ns >= self._next_tick_ns:
+                self.tick(self.last_ts_ns)
+            yield n
 
     def tick(self, now_ns: int) -> None:
         """Expire idle flows and fragments in packet time, then emit what ended."""
@@ -131,6 +171,8 @@ class Pipeline:
     def _emit(self, records: Sequence[msgspec.Struct]) -> None:
         if not records:
             return
+        if self.record_transform is not None:
+            records = self.record_transform(records)
         for name, sink in self.sinks:
             self._guard(sink.write, records)
             for rec in records:
@@ -232,12 +274,8 @@ class ReplayDriver:
             try:
                 with open_capture(path, read_chunk_bytes=chunk) as source:
                     progress.total_bytes = source.total_bytes
-                    for frames in source.batches(batch_frames):
-                        if self.speed is not None:
-                            self._pace(frames)
-                        else:
-                            self.pipeline.process_batch(frames)
-                        fr.frames += len(frames)
+                    for n in self._batches(source, batch_frames):
+                        fr.frames += n
                         self.pipeline.maybe_flush()
                         if self.on_progress is not None:
                             progress.frames = fr.frames
@@ -255,6 +293,15 @@ class ReplayDriver:
         self.pipeline.finish()
         result.wall_s = self._clock() - started
         return result
+
+    def _batches(self, source: FileFrameSource, batch_frames: int) -> Iterator[int]:
+        """Process the file's batches (paced or as fast as possible); yield frame counts."""
+        if self.speed is None:
+            yield from self.pipeline.process_source(source, batch_frames)
+            return
+        for frames in source.batches(batch_frames):
+            self._pace(frames)
+            yield len(frames)
 
     def _pace(self, frames: list[Frame]) -> None:
         """Process frames no earlier than their packet time scaled by ``speed``."""
@@ -316,8 +363,13 @@ def replay_records(
     """
     cfg = config if config is not None else Config()
     memory = MemorySink()
-    stages = build_stages(build_context(cfg, keys))
-    pipeline = Pipeline(cfg, [("memory", memory)], stages=stages)
+    ctx = build_context(cfg, keys)
+    pipeline = Pipeline(
+        cfg,
+        [("memory", memory)],
+        stages=build_stages(ctx),
+        record_transform=ctx.record_transform,
+    )
     result = ReplayDriver(pipeline).run(paths)
     pipeline.close()
     for f in result.files:

@@ -9,14 +9,50 @@ stage is a ``trafficguard.flow.hooks.Stage``; the order is the data-flow order o
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from trafficguard.config import Config
+from trafficguard.analyzers.dns import DnsAnalyzerStage
+from trafficguard.analyzers.dns_records import DnsSummaryRecord
+from trafficguard.config import Config, MetricsConfig
+from trafficguard.detect.alerts import AlertRecord
+from trafficguard.detect.stage import DetectStage
+from trafficguard.errors import ConfigError
+from trafficguard.escalation.audit import AuditLog
+from trafficguard.escalation.evidence import EvidenceError, load_x25519_public
+from trafficguard.escalation.gate import GateStage
+from trafficguard.escalation.policy import load_policy
 from trafficguard.flow.hooks import Stage
+from trafficguard.privacy.edge import PrivacyEdge
 from trafficguard.privacy.keys import SensorKeys, init_keys, load_keys
 from trafficguard.privacy.pseudonym import Pseudonymizer
+from trafficguard.sinks.base import RecordSink
+from trafficguard.sinks.ipfix import IpfixExporter
+from trafficguard.sinks.jsonl import JsonlSink
 from trafficguard.sinks.logging import get_logger
+from trafficguard.sinks.metrics import (
+    MetricsServer,
+    PipelineSnapshot,
+    build_registry,
+    start_metrics_server,
+)
+from trafficguard.sinks.sqlite import SqliteSink, register_kind
+from trafficguard.voip.stage import VoipStage
 
+register_kind(
+    AlertRecord,
+    primary_key=("alert_id", "seq"),
+    time_columns=("first_seen_ns", "last_seen_ns"),
+    index_columns=("detector", "severity"),
+)
+register_kind(
+    DnsSummaryRecord,
+    primary_key=("summary_id",),
+    time_columns=("interval_start_ns", "interval_end_ns"),
+    index_columns=("client_addr",),
+)
 
 @dataclass(slots=True)
 class SensorContext:
@@ -25,6 +61,9 @@ class SensorContext:
     cfg: Config
     keys: SensorKeys
     pseudonymizer: Pseudonymizer  # numbers/SIP users, Call-IDs, subscriber addresses
+    # the privacy edge: pass to Pipeline(record_transform=...) so no sink sees a
+    # subscriber address in clear (None when home_networks is empty)
+    record_transform: PrivacyEdge | None = None
 
 
 def open_keys(cfg: Config) -> SensorKeys:
@@ -40,12 +79,117 @@ def open_keys(cfg: Config) -> SensorKeys:
 def build_context(cfg: Config, keys: SensorKeys | None = None) -> SensorContext:
     """Open what the stages share (keys, audit log) for one pipeline."""
     keys = keys if keys is not None else open_keys(cfg)
+    pz = Pseudonymizer(keys.pseudonym_keys, cfg.home_networks)
     return SensorContext(
-        cfg=cfg, keys=keys, pseudonymizer=Pseudonymizer(keys.pseudonym_keys, cfg.home_networks)
+        cfg=cfg,
+        keys=keys,
+        pseudonymizer=pz,
+        record_transform=PrivacyEdge(pz) if cfg.home_networks else None,
+    )
+
+
+def build_gate(ctx: SensorContext) -> GateStage:
+    """The escalation gate (``escalation.enabled``): policy validated here, so a bad
+    policy or a missing analyst key stops start-up with the key path."""
+    esc = ctx.cfg.escalation
+    if esc.analyst_public_key is None:
+        raise ConfigError(
+            "escalation", ["at $.escalation.analyst_public_key: required when enabled"]
+        )
+    try:
+        recipient = load_x25519_public(esc.analyst_public_key)
+    except EvidenceError as err:
+        raise ConfigError("escalation", [f"at $.escalation.analyst_public_key: {err}"]) from None
+    keys = ctx.keys
+
+    def open_audit() -> AuditLog:
+        esc.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        return AuditLog(
+            esc.audit_log,
+            keys.audit_private,
+            public_key=keys.audit_public,
+            checkpoint_every=esc.checkpoint_every,
+            checkpoint_interval_s=esc.checkpoint_interval_s,
+        )
+
+    idle = ctx.cfg.flow.idle_timeout_s
+    return GateStage(
+        policy=load_policy(esc.policy),
+        grants_dir=esc.grants_dir,
+        evidence_dir=esc.evidence_dir,
+        recipient=recipient,
+        pseudonymizer=ctx.pseudonymizer,
+        audit_opener=open_audit,
+        reload_interval_s=esc.reload_interval_s,
+        rematch_window_s=max(idle.tcp, idle.udp, idle.other, idle.icmp),
+        evidence_retention_s=ctx.cfg.privacy.retention.evidence_after_expiry_s,
     )
 
 
 def build_stages(ctx: SensorContext) -> list[Stage]:
     """The enabled stages, in data-flow order."""
     stages: list[Stage] = []
+    if ctx.cfg.voip.enabled:
+        stages.append(VoipStage(ctx.cfg.voip, ctx.pseudonymizer))
+    # metadata analyzers: after VoIP, before the detectors that read their records
+    if ctx.cfg.analyzers.dns.enabled:
+        stages.append(DnsAnalyzerStage(ctx.cfg.analyzers.dns, ctx.pseudonymizer))
+    # detectors: after VoIP and the metadata analyzers, whose records they read
+    if ctx.cfg.detect.enabled:
+        stages.append(
+            DetectStage(
+                ctx.cfg.detect,
+                ctx.pseudonymizer,
+                home_networks_known=bool(ctx.cfg.home_networks),
+            )
+        )
+    # escalation gate: always last, it reads every record the stages before emitted
+    if ctx.cfg.escalation.enabled:
+        stages.append(build_gate(ctx))
     return stages
+
+
+# -- outputs shared by ``replay`` and ``run`` ------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SinkOverrides:
+    """Command-line overrides: ``--store``, ``--no-store``, ``--jsonl``, ``--ipfix``."""
+
+    store: Path | None = None
+    no_store: bool = False
+    jsonl: str | None = None
+    ipfix: str | None = None  # collector HOST:PORT
+
+
+def build_sinks(
+    cfg: Config, overrides: SinkOverrides | None = None
+) -> list[tuple[str, RecordSink]]:
+    """Every configured record sink, named; the one place a new sink (IPFIX, ...) is added."""
+    ov = overrides or SinkOverrides()
+    sinks: list[tuple[str, RecordSink]] = []
+    if not ov.no_store:
+        sqlite_cfg = cfg.store.sqlite
+        if ov.store is not None:
+            sqlite_cfg = sqlite_cfg.model_copy(update={"path": ov.store})
+        if ov.store is not None or sqlite_cfg.enabled:
+            sinks.append(("sqlite", SqliteSink(sqlite_cfg)))
+    jsonl_path = ov.jsonl or (str(cfg.store.jsonl.path) if cfg.store.jsonl.enabled else None)
+    if jsonl_path:
+        sinks.append(("jsonl", JsonlSink(jsonl_path)))
+    ipfix_cfg = cfg.export.ipfix.with_collector(ov.ipfix) if ov.ipfix else cfg.export.ipfix
+    if ipfix_cfg.enabled:
+        sinks.append(("ipfix", IpfixExporter(ipfix_cfg)))
+    return sinks
+
+
+def start_metrics(
+    cfg: Config,
+    snapshot: Callable[[], PipelineSnapshot],
+    extra: Iterable[Callable[[], Iterable[Any]]] = (),
+    listen: str | None = None,
+) -> MetricsServer:
+    """Serve ``/metrics`` and ``/healthz`` on ``listen`` (default ``metrics.listen``)."""
+    mcfg = MetricsConfig(listen=listen) if listen else cfg.metrics
+    host, port = mcfg.host_port
+    server = start_metrics_server(host, port, build_registry(snapshot, extra))
+    get_logger("trafficguard.metrics").info("metrics.listening", listen=f"{host}:{server.port}")
+    return server

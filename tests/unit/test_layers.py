@@ -13,6 +13,7 @@ ORDER = [
     "capture",
     "decode",
     "flow",
+    "fast",
     "voip",
     "analyzers",
     "detect",

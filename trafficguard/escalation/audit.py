@@ -38,7 +38,7 @@ from typing import Final, Literal, get_args
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from trafficguard.errors import TrafficguardError
+from trafficguard.errors import EscalationError
 
 AuditEvent = Literal[
     "grant.loaded",
@@ -82,7 +82,7 @@ ProblemKind = Literal[
 DetailValue = str | int | float | bool | None | list[str] | list[int]
 
 
-class AuditError(TrafficguardError):
+class AuditError(EscalationError):
     """Base of audit log errors."""
 
 

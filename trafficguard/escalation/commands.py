@@ -1,8 +1,9 @@
-"""CLI commands for grants, keys, the audit log and evidence.
+"""CLI commands for grants, keys, the audit log, evidence, reveal, retention and subjects.
 
-``register(subparsers)`` adds ``grant``, ``keys``, ``audit`` and ``evidence`` to the main
-parser; each command function takes the parsed namespace, prints clear errors to stderr
-and returns an exit status (0 ok, 1 rejected/failed, 2 usage or configuration error).
+``register(subparsers)`` adds ``grant``, ``keys``, ``audit``, ``evidence``, ``reveal``,
+``retention`` and ``subject`` to the main parser; each command function takes the parsed
+namespace, prints clear errors to stderr and returns an exit status (0 ok, 1
+rejected/failed, 2 usage or configuration error).
 This is the only layer that reads wall-clock time: it becomes the ``now_ns`` (and audit
 ``ts_ns``) passed to the library.
 """
@@ -15,8 +16,10 @@ import datetime as dt
 import getpass
 import json
 import re
+import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, TextIO
 
@@ -25,11 +28,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trafficguard.errors import ConfigError, TrafficguardError
-from trafficguard.escalation.audit import AuditLog, read_entries, verify_audit
+from trafficguard.escalation.audit import AuditEvent, AuditLog, read_entries, verify_audit
 from trafficguard.escalation.evidence import (
     generate_analyst_keypair,
     load_x25519_private,
     open_grant_evidence,
+    purge_expired,
     segments,
 )
 from trafficguard.escalation.grants import (
@@ -50,6 +54,7 @@ from trafficguard.escalation.grants import (
     write_signatures,
 )
 from trafficguard.escalation.policy import PURPOSES, SCOPES, load_policy
+from trafficguard.escalation.reveal import reveal
 from trafficguard.privacy.keys import (
     AUDIT_PUBLIC_NAME,
     init_keys,
@@ -57,6 +62,14 @@ from trafficguard.privacy.keys import (
     load_keys,
     rotate_pseudonym_key,
 )
+from trafficguard.privacy.pseudonym import Pseudonymizer
+from trafficguard.privacy.retention import (
+    RetentionError,
+    RetentionPolicy,
+    purge,
+    subject_identifiers,
+)
+from trafficguard.privacy.subject import erase_subject_rows, export_subject_rows, retention_plan
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -67,6 +80,7 @@ DEFAULT_GRANTS: Final = "var/grants"
 DEFAULT_KEYS: Final = "var/keys"
 DEFAULT_AUDIT: Final = "var/audit.jsonl"
 DEFAULT_EVIDENCE: Final = "var/evidence"
+DEFAULT_STORE: Final = "var/trafficguard.db"
 _DURATION_RE: Final = re.compile(r"^(\d+)([smhd]?)$")
 _UNIT_S: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -441,20 +455,276 @@ def cmd_evidence_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- reveal
+
+
+def _pseudonymizer(args: argparse.Namespace) -> Pseudonymizer:
+    keys = load_keys(args.keys_dir, with_private=False)
+    cfg = getattr(args, "cfg", None)
+    homes = cfg.home_networks if cfg is not None else ()
+    return Pseudonymizer(keys.pseudonym_keys, homes)
+
+
+def cmd_reveal(args: argparse.Namespace) -> int:
+    """Confirm whether PSEUDONYM belongs to an active grant's target (audited first)."""
+    now_ns = _at_ns(args)
+    try:
+        policy = load_policy(args.policy)
+        store = GrantStore.load_dir(
+            args.grants_dir, policy, now_ns, load_revocations(_revoked_path(args))
+        )
+    except ConfigError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    except GrantError as err:
+        _err(str(err))
+        return EXIT_FAILURE
+    grant = store.accepted.get(args.grant)
+    if grant is None:
+        why = next((r for r in store.rejected if r.grant_id == args.grant), None)
+        reason = f"{why.reason}: {why.detail}" if why else "no such grant"
+        _err(f"reveal: grant {args.grant} is not active ({reason}); nothing revealed")
+        return EXIT_FAILURE
+    try:
+        pz = _pseudonymizer(args)
+        audit = _open_audit(args)
+        try:
+            result = reveal(
+                args.pseudonym, grant, pz, now_ns, audit,
+                requested_by=args.by, candidate=args.candidate,
+            )  # fmt: skip
+        finally:
+            audit.close(now_ns)
+    except TrafficguardError as err:
+        _err(f"reveal: {err}; nothing revealed")
+        return EXIT_FAILURE
+    if result.outcome == "match":
+        print(f"{args.pseudonym}: match: {result.identity} (epoch {result.epoch})")
+        return EXIT_OK
+    print(f"{args.pseudonym}: {result.outcome} (epoch {result.epoch})")
+    return EXIT_FAILURE if result.outcome == "no_match" else EXIT_OK
+
+
+# ---------------------------------------------------------------- retention, subjects
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    if args.store:
+        return Path(args.store)
+    cfg = getattr(args, "cfg", None)
+    return Path(cfg.store.sqlite.path) if cfg is not None else Path(DEFAULT_STORE)
+
+
+def _open_store(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise RetentionError(f"{path}: no such store file")
+    return sqlite3.connect(path, timeout=10.0)  # 'with conn' commits each purge/erase
+
+
+def _retention(args: argparse.Namespace) -> RetentionPolicy:
+    cfg = getattr(args, "cfg", None)
+    if cfg is None:
+        return RetentionPolicy()
+    return RetentionPolicy.model_validate(cfg.privacy.retention.model_dump())
+
+
+def cmd_retention_run(args: argparse.Namespace) -> int:
+    """Purge records past their retention period and evidence past expiry + retention."""
+    now_ns = _at_ns(args)
+    retention = _retention(args)
+    path = _store_path(args)
+    try:
+        audit = _open_audit(args)
+    except TrafficguardError as err:
+        _err(f"{err}; nothing purged (every purge is audited)")
+        return EXIT_FAILURE
+    total = 0
+    try:
+        if path.is_file():
+            conn = _open_store(path)
+            try:
+                for table, column, rtype in retention_plan(conn):
+                    cutoff = retention.cutoff_ns(rtype, now_ns)
+                    n = 0 if args.dry_run else purge(conn, table, column, cutoff)
+                    total += n
+                    print(f"{table}: {n} record(s) older than {rtype} retention purged")
+                    if n:
+                        audit.append(
+                            "retention.purged",
+                            now_ns,
+                            {"table": table, "rows": n, "record_type": rtype,
+                             "cutoff_ns": cutoff},
+                        )  # fmt: skip
+            finally:
+                conn.close()
+        else:
+            print(f"{path}: no store; no records to purge")
+        if not args.dry_run:
+            gone = purge_expired(
+                args.evidence_dir, [], retention.evidence_after_expiry_s, now_ns, audit
+            )
+            print(f"evidence: {len(gone)} grant(s) purged")
+    except (TrafficguardError, sqlite3.Error) as err:
+        _err(f"retention run: {err}")
+        return EXIT_FAILURE
+    finally:
+        audit.close(now_ns)
+    print(f"{total} record(s) purged")
+    return EXIT_OK
+
+
+def _subject_values(args: argparse.Namespace) -> tuple[str, list[str]]:
+    pz = _pseudonymizer(args)
+    if args.number:
+        kind = "number"
+        values = subject_identifiers(pz, numbers=[args.number])
+    else:
+        kind = "address"
+        if not pz.is_subscriber(args.address):
+            raise RetentionError(
+                f"{args.address} is not inside home_networks: not a subscriber address"
+            )
+        values = subject_identifiers(pz, addresses=[args.address])
+    return kind, values
+
+
+def cmd_subject(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """``subject export`` (JSON to stdout/--out) or ``subject erase``; audited first."""
+    now_ns = _now_ns()
+    erase = args.subject_command == "erase"
+    path = _store_path(args)
+    try:
+        kind, values = _subject_values(args)
+        conn = _open_store(path)
+    except (TrafficguardError, ValueError) as err:
+        _err(f"subject {args.subject_command}: {err}")
+        return EXIT_FAILURE
+    try:
+        audit = _open_audit(args)
+    except TrafficguardError as err:
+        conn.close()
+        _err(f"{err}; nothing exported or erased (every access is audited)")
+        return EXIT_FAILURE
+    try:
+        rows = export_subject_rows(conn, values)
+        counts = {t: len(r) for t, r in rows.items()}
+        event: AuditEvent = "subject.erased" if erase else "subject.exported"
+        audit.append(
+            event,
+            now_ns,
+            {"subject_kind": kind, "rows": sum(counts.values()),
+             "tables": [f"{t}:{n}" for t, n in sorted(counts.items()) if n], "by": args.by},
+        )  # fmt: skip
+        if erase:
+            erased = erase_subject_rows(conn, values)
+            for t, n in sorted(erased.items()):
+                print(f"{t}: {n} record(s) erased")
+            print(f"{sum(erased.values())} record(s) erased")
+            return EXIT_OK
+        doc = {"subject_kind": kind, "identifiers": values, "records": rows}
+        text = json.dumps(doc, indent=2, sort_keys=True, default=str)
+        if args.out:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+        else:
+            print(text, file=out or sys.stdout)
+        print(f"{sum(counts.values())} record(s) exported", file=sys.stderr)
+        return EXIT_OK
+    except (TrafficguardError, sqlite3.Error, OSError) as err:
+        _err(f"subject {args.subject_command}: {err}")
+        return EXIT_FAILURE
+    finally:
+        audit.close(now_ns)
+        conn.close()
+
+
 # ---------------------------------------------------------------- parser
+
+EXIT_EPILOG: Final = """\
+exit status: 0 done, 1 refused or failed (the reason is printed), 2 usage or
+configuration error. Paths not given come from the configuration (--config).
+"""
+
+REVEAL_DESCRIPTION: Final = """\
+Re-identification by confirmation. There is no table from pseudonyms back to
+identities: reveal computes the pseudonym of the target named by an active grant
+that carries allow_reveal (and whose purpose has reveal_allowed in the policy),
+under the epoch the pseudonym was made in, and answers match / no_match
+(in_target_prefix for a prefix target without --candidate). The request is written
+to the audit log (pseudonym.revealed) before the answer is printed; if that fails,
+nothing is revealed.
+
+example:
+  trafficguard reveal u1.k5q2abcdefghijklmnopq --grant G-2026-0042
+"""
+
+RETENTION_DESCRIPTION: Final = """\
+Delete stored records older than their retention period (privacy.retention:
+flows, calls and registrations, RTP streams, alerts; other record kinds follow the
+flow period) and evidence whose grant expired more than evidence_after_expiry_s ago.
+Each purged table and grant is audited (retention.purged, evidence.purged) with
+counts only. A running sensor also purges every privacy.purge_interval_s of packet
+time; this command uses the wall clock (or --at).
+
+example:
+  trafficguard retention run --dry-run
+"""
+
+SUBJECT_DESCRIPTION: Final = """\
+Subject access and erasure. The subscriber is named by number (or SIP user) or by
+address inside home_networks; every form it may be stored under is computed (user
+and address pseudonyms under every key epoch still held) and every table of the
+store is searched: flows, calls, registrations, RTP streams, alerts and any other
+record kind with an address or party column. Records derived from a matched call
+(same call_id_hash, e.g. its RTP streams) belong to the subject too. The request is
+audited (subject.exported / subject.erased, counts only) before anything is read
+out or deleted.
+
+examples:
+  trafficguard subject export --number "+44 20 7946 0000" --out subject.json
+  trafficguard subject erase --address 10.1.2.3
+"""
+
+
+_PATH_OPTIONS: Final = {
+    "policy": ("--policy", "policy", "escalation.policy", DEFAULT_POLICY, "policy file"),
+    "grants": ("--grants-dir", "grants_dir", "escalation.grants_dir", DEFAULT_GRANTS,
+               "grants directory"),
+    "keys": ("--keys-dir", "keys_dir", "privacy.keys_dir", DEFAULT_KEYS, "sensor key directory"),
+    "audit": ("--audit-log", "audit_log", "escalation.audit_log", DEFAULT_AUDIT,
+              "audit log file"),
+    "evidence": ("--evidence-dir", "evidence_dir", "escalation.evidence_dir", DEFAULT_EVIDENCE,
+                 "evidence directory"),
+}  # fmt: skip
+
+
+def fill_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Paths not given as flags come from the configuration (``args.cfg``, loaded by
+    ``cli.main``), else from the built-in defaults."""
+    cfg = getattr(args, "cfg", None)
+    for _flag, attr, key, default, _text in _PATH_OPTIONS.values():
+        if getattr(args, attr, "") is None:
+            value: object = default
+            if cfg is not None:
+                section, name = key.split(".")
+                value = getattr(getattr(cfg, section), name)
+            setattr(args, attr, str(value))
+    return args
+
+
+def _with_paths(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return fn(fill_paths(args))
+
+    run.__doc__ = fn.__doc__
+    return run
 
 
 def _common(p: argparse.ArgumentParser, *names: str) -> None:
-    opts = {
-        "policy": ("--policy", DEFAULT_POLICY, "policy file"),
-        "grants": ("--grants-dir", DEFAULT_GRANTS, "grants directory"),
-        "keys": ("--keys-dir", DEFAULT_KEYS, "sensor key directory"),
-        "audit": ("--audit-log", DEFAULT_AUDIT, "audit log file"),
-        "evidence": ("--evidence-dir", DEFAULT_EVIDENCE, "evidence directory"),
-    }
     for n in names:
-        flag, default, text = opts[n]
-        p.add_argument(flag, metavar="PATH", default=default, help=f"{text} (default {default})")
+        flag, _attr, key, default, text = _PATH_OPTIONS[n]
+        p.add_argument(
+            flag, metavar="PATH", default=None, help=f"{text} (default: {key}, else {default})"
+        )
     if "grants" in names:
         p.add_argument(
             "--revoked",
@@ -490,7 +760,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     c.add_argument("--allow-reveal", action="store_true")
     c.add_argument("--out", metavar="PATH", help="default GRANTS_DIR/ID.yaml")
     _common(c, "grants")
-    c.set_defaults(func=cmd_grant_create)
+    c.set_defaults(func=_with_paths(cmd_grant_create))
 
     s = gs.add_parser("sign", help="add an authorizer's signature to GRANT.sig")
     s.add_argument("grant", metavar="GRANT")
@@ -499,35 +769,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--key", required=True, metavar="PEM", help="the authorizer's Ed25519 private key"
     )
     _common(s, "policy")
-    s.set_defaults(func=cmd_grant_sign)
+    s.set_defaults(func=_with_paths(cmd_grant_sign))
 
     v = gs.add_parser("verify", help="check one grant; exit 0 if accepted")
     v.add_argument("grant", metavar="GRANT")
     v.add_argument("--at", help="evaluate at this ISO time instead of now")
     _common(v, "policy", "grants")
-    v.set_defaults(func=cmd_grant_verify)
+    v.set_defaults(func=_with_paths(cmd_grant_verify))
 
     ls = gs.add_parser("list", help="accepted and rejected grants with reasons")
     ls.add_argument("--at", help="evaluate at this ISO time instead of now")
     _common(ls, "policy", "grants")
-    ls.set_defaults(func=cmd_grant_list)
+    ls.set_defaults(func=_with_paths(cmd_grant_list))
 
     r = gs.add_parser("revoke", help="add a grant to the revocation list (audited)")
     r.add_argument("id", metavar="ID")
     r.add_argument("--reason", required=True)
     r.add_argument("--by", default=getpass.getuser())
     _common(r, "grants", "keys", "audit")
-    r.set_defaults(func=cmd_grant_revoke)
+    r.set_defaults(func=_with_paths(cmd_grant_revoke))
 
     kp = subparsers.add_parser("keys", help="create or rotate the sensor's keys")
     ks = kp.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", required=True)
     ki = ks.add_parser("init", help="create pseudonym and audit keys (0600, dir 0700)")
     ki.add_argument("--force", action="store_true", help="replace existing keys (breaks linkage)")
     _common(ki, "keys")
-    ki.set_defaults(func=cmd_keys_init)
+    ki.set_defaults(func=_with_paths(cmd_keys_init))
     kr = ks.add_parser("rotate", help="start a new pseudonym epoch")
     _common(kr, "keys")
-    kr.set_defaults(func=cmd_keys_rotate)
+    kr.set_defaults(func=_with_paths(cmd_keys_rotate))
 
     ap = subparsers.add_parser("audit", help="verify or show the audit log")
     asub = ap.add_subparsers(dest="audit_command", metavar="SUBCOMMAND", required=True)
@@ -543,13 +813,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="do not require the .head file (tail truncation then undetectable)",
     )
     _common(av, "keys", "audit")
-    av.set_defaults(func=cmd_audit_verify)
+    av.set_defaults(func=_with_paths(cmd_audit_verify))
     ash = asub.add_parser("show", help="print entries")
     ash.add_argument("--event", help="only this event")
     ash.add_argument("--since-seq", type=int, default=0)
     ash.add_argument("--json", action="store_true")
     _common(ash, "audit")
-    ash.set_defaults(func=cmd_audit_show)
+    ash.set_defaults(func=_with_paths(cmd_audit_show))
 
     ep = subparsers.add_parser("evidence", help="open sealed evidence; make analyst keys")
     es = ep.add_subparsers(dest="evidence_command", metavar="SUBCOMMAND", required=True)
@@ -558,8 +828,61 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     eo.add_argument("--key", required=True, metavar="PEM", help="analyst X25519 private key")
     eo.add_argument("--by", default=getpass.getuser())
     _common(eo, "evidence", "keys", "audit")
-    eo.set_defaults(func=cmd_evidence_open)
+    eo.set_defaults(func=_with_paths(cmd_evidence_open))
     eg = es.add_parser("keygen", help="make an analyst X25519 key pair")
     eg.add_argument("--private", required=True, metavar="PEM")
     eg.add_argument("--public", required=True, metavar="PEM")
-    eg.set_defaults(func=cmd_evidence_keygen)
+    eg.set_defaults(func=_with_paths(cmd_evidence_keygen))
+
+    rv = subparsers.add_parser(
+        "reveal",
+        help="confirm who is behind a pseudonym, under an active grant (audited)",
+        description=REVEAL_DESCRIPTION,
+        epilog=EXIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rv.add_argument("pseudonym", metavar="PSEUDONYM", help="e.g. u1.k5q2... or a1.10.7.1.9")
+    rv.add_argument("--grant", required=True, metavar="ID", help="active grant with allow_reveal")
+    rv.add_argument("--candidate", metavar="ADDR", help="one address inside a prefix target")
+    rv.add_argument("--by", default=getpass.getuser(), help="who asks (in the audit entry)")
+    rv.add_argument("--at", help="evaluate the grant at this ISO time instead of now")
+    _common(rv, "policy", "grants", "keys", "audit")
+    rv.set_defaults(func=_with_paths(cmd_reveal))
+
+    rp = subparsers.add_parser(
+        "retention",
+        help="purge records past their retention period",
+        description=RETENTION_DESCRIPTION,
+        epilog=EXIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rs = rp.add_subparsers(dest="retention_command", metavar="SUBCOMMAND", required=True)
+    rr = rs.add_parser("run", help="purge the store and expired evidence now (audited)")
+    rr.add_argument("--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)")
+    rr.add_argument("--at", help="purge as of this ISO time instead of now")
+    rr.add_argument("--dry-run", action="store_true", help="list the tables, delete nothing")
+    _common(rr, "keys", "audit", "evidence")
+    rr.set_defaults(func=_with_paths(cmd_retention_run))
+
+    sp = subparsers.add_parser(
+        "subject",
+        help="export or erase every stored record of one subscriber (audited)",
+        description=SUBJECT_DESCRIPTION,
+        epilog=EXIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ss = sp.add_subparsers(dest="subject_command", metavar="SUBCOMMAND", required=True)
+    for name, text in (
+        ("export", "every record about the subscriber as JSON"),
+        ("erase", "delete every record about the subscriber (and derived records)"),
+    ):
+        sc = ss.add_parser(name, help=text)
+        who = sc.add_mutually_exclusive_group(required=True)
+        who.add_argument("--number", metavar="N", help="phone number or SIP user/URI")
+        who.add_argument("--address", metavar="A", help="subscriber IP address (in home_networks)")
+        sc.add_argument("--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)")
+        sc.add_argument("--by", default=getpass.getuser(), help="who asks (in the audit entry)")
+        if name == "export":
+            sc.add_argument("--out", metavar="PATH", help="write the JSON here (default: stdout)")
+        _common(sc, "keys", "audit")
+        sc.set_defaults(func=_with_paths(cmd_subject))

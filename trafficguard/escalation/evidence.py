@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from trafficguard.errors import TrafficguardError
+from trafficguard.errors import EscalationError
 from trafficguard.escalation.policy import SCOPES
 from trafficguard.privacy.keys import write_secret_file
 
@@ -63,7 +63,7 @@ MAX_HEADER: Final = 4096
 MAX_CHUNK: Final = 16 << 20
 
 
-class EvidenceError(TrafficguardError):
+class EvidenceError(EscalationError):
     """Evidence cannot be written or read."""
 
 

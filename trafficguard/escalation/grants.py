@@ -40,7 +40,7 @@ from pydantic import (
 )
 
 from trafficguard.config import format_validation_error
-from trafficguard.errors import TrafficguardError
+from trafficguard.errors import EscalationError
 from trafficguard.escalation.audit import AuditLog
 from trafficguard.escalation.policy import AutoRule, Policy, Purpose, Scope
 from trafficguard.privacy.pseudonym import (
@@ -71,7 +71,7 @@ REJECT_REASONS: Final[tuple[str, ...]] = get_args(RejectReason)
 TargetKind = Literal["address", "prefix", "number", "sip_uri"]
 
 
-class GrantError(TrafficguardError):
+class GrantError(EscalationError):
     """A grant, signature or revocation file cannot be read or written."""
 
 

@@ -17,7 +17,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
-from trafficguard.errors import TrafficguardError
+from trafficguard.errors import EscalationError
 from trafficguard.escalation.audit import AuditLog
 from trafficguard.escalation.grants import LoadedGrant
 from trafficguard.privacy.pseudonym import Pseudonymizer, normalize_user, pseudonym_epoch
@@ -25,7 +25,7 @@ from trafficguard.privacy.pseudonym import Pseudonymizer, normalize_user, pseudo
 RevealOutcome = Literal["match", "no_match", "in_target_prefix"]
 
 
-class RevealError(TrafficguardError):
+class RevealError(EscalationError):
     """The grant does not permit this reveal (inactive, no allow_reveal, bad candidate)."""
 
 

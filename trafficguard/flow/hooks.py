@@ -19,6 +19,13 @@ class FlowHook(Protocol):
     (the first one included); ``direction`` is ``"fwd"`` or ``"rev"``. ``on_flow_end``
     runs once per flow with the end reason, before the flow is forgotten. Hooks may read
     the payload of ``pkt`` but must not keep it.
+
+    Interest (optional, see ``SelectiveFlowHook``): a hook may also define
+    ``wants_packets(pkt, flow) -> bool``, asked right after ``on_flow_start``. When it
+    answers False, the compiled fast path (``trafficguard.fast``) sends that hook none of
+    the flow's ``on_packet``/``on_flow_end`` calls, so flows nobody wants never come back
+    to Python. A hook without it gets every packet, as before. The Python table may still
+    make those calls, so a hook's output must not depend on flows it declined.
     """
 
     def on_flow_start(self, pkt: Packet, flow: Flow) -> None: ...
@@ -26,6 +33,12 @@ class FlowHook(Protocol):
     def on_packet(self, pkt: Packet, flow: Flow, direction: str) -> None: ...
 
     def on_flow_end(self, flow: Flow, reason: str) -> None: ...
+
+
+class SelectiveFlowHook(FlowHook, Protocol):
+    """A FlowHook that declares, per flow, whether it needs the flow's packets and end."""
+
+    def wants_packets(self, pkt: Packet, flow: Flow) -> bool: ...
 
 
 class HookHost(Protocol):

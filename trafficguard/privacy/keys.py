@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from trafficguard.errors import TrafficguardError
+from trafficguard.errors import PrivacyError
 
 PSEUDONYM_KEY_BYTES: Final = 32
 AUDIT_PRIVATE_NAME: Final = "audit-signing.key"
@@ -37,7 +37,7 @@ AUDIT_PUBLIC_NAME: Final = "audit-signing.pub"
 _PSEUDONYM_RE: Final = re.compile(r"^pseudonym-([1-9][0-9]{0,5})\.key$")
 
 
-class KeyFileError(TrafficguardError):
+class KeyFileError(PrivacyError):
     """A key file or directory is missing, unreadable, malformed or too open."""
 
 

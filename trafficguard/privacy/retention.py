@@ -13,39 +13,23 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from trafficguard.errors import TrafficguardError
+from trafficguard.config import RetentionConfig
+from trafficguard.errors import PrivacyError
 from trafficguard.privacy.pseudonym import Pseudonymizer
 
 DAY_S: Final = 86_400
+RECORD_TYPES: Final = ("flows", "calls", "rtp", "alerts", "logs")
 NS_PER_S: Final = 1_000_000_000
 
 SqlValue = str | int | float | bytes | None
 
 
-class RetentionError(TrafficguardError):
+class RetentionError(PrivacyError):
     """A purge/export/erase named a table or column the store does not have."""
 
 
-class RetentionPolicy(BaseModel):
-    """How long each record type is kept (seconds). Reasons: docs/privacy.md."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    flows_s: int = Field(
-        30 * DAY_S, ge=0, description="flow records: abuse/attack investigation window"
-    )
-    calls_s: int = Field(90 * DAY_S, ge=0, description="call records: billing disputes and fraud")
-    rtp_s: int = Field(30 * DAY_S, ge=0, description="media quality: troubleshooting")
-    alerts_s: int = Field(
-        180 * DAY_S, ge=0, description="alerts: incident follow-up, repeat offenders"
-    )
-    evidence_after_expiry_s: int = Field(
-        30 * DAY_S, ge=0, description="evidence: kept after its grant expires"
-    )
-    logs_s: int = Field(30 * DAY_S, ge=0, description="operational logs")
-    audit_log_kept: bool = Field(True, description="the audit log is never purged by trafficguard")
+class RetentionPolicy(RetentionConfig):
+    """``privacy.retention`` with the cutoff arithmetic. Reasons: docs/privacy.md."""
 
     def cutoff_ns(self, record_type: str, now_ns: int) -> int:
         """Records with a time column older than this are due for purge."""

@@ -29,6 +29,8 @@ from trafficguard import __version__
 from trafficguard.config import SqliteConfig
 from trafficguard.errors import StoreError
 from trafficguard.flow.records import FlowRecord
+from trafficguard.voip.kpi import VoipIntervalRecord
+from trafficguard.voip.records import CallRecord, RegistrationRecord, RtpStreamRecord
 
 SCHEMA_VERSION: Final = 1
 DEFAULT_BUSY_TIMEOUT_S: Final = 5.0
@@ -42,6 +44,7 @@ _SCALAR_SQL: Final[dict[type, str]] = {
     bytes: "BLOB",
 }
 _RESERVED_TABLES: Final = frozenset({"meta"})
+FILTER_OPS: Final = frozenset({"=", "!=", "<", "<=", ">", ">=", "is null", "is not null"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +207,29 @@ register_kind(
     time_columns=("first_seen_ns", "start_ns", "end_ns"),
     index_columns=("app",),
     time_range=("start_ns", "end_ns"),
+)
+# VoIP records (issue 4): call/registration/RTP quality records and KPI intervals.
+register_kind(
+    CallRecord,
+    primary_key=("call_id_hash", "invite_ns"),
+    time_columns=("invite_ns", "end_ns"),
+    index_columns=("final_code",),
+)
+register_kind(
+    RegistrationRecord,
+    primary_key=("call_id_hash", "ts_ns"),
+    time_columns=("ts_ns", "end_ns"),
+)
+register_kind(
+    RtpStreamRecord,
+    primary_key=("src_addr", "src_port", "dst_addr", "dst_port", "ssrc", "first_ns"),
+    time_columns=("first_ns", "last_ns"),
+    index_columns=("call_id_hash",),
+)
+register_kind(
+    VoipIntervalRecord,
+    primary_key=("interval_start_ns",),
+    time_columns=("interval_start_ns", "interval_end_ns"),
 )
 
 
@@ -474,6 +500,7 @@ def query_records(
     limit: int | None = 100,
     order: str = "start_ns",
     descending: bool = False,
+    filters: Sequence[tuple[str, str, Any]] = (),
 ) -> list[FlowRecord]: ...
 
 
@@ -488,6 +515,7 @@ def query_records(
     limit: int | None = 100,
     order: str = "start_ns",
     descending: bool = False,
+    filters: Sequence[tuple[str, str, Any]] = (),
 ) -> list[msgspec.Struct]: ...
 
 
@@ -501,11 +529,14 @@ def query_records(
     limit: int | None = 100,
     order: str = "start_ns",
     descending: bool = False,
+    filters: Sequence[tuple[str, str, Any]] = (),
 ) -> list[FlowRecord] | list[msgspec.Struct]:
     """Typed records of one kind whose time range overlaps [since_ns, until_ns).
 
     A record matches when its end >= ``since_ns`` and its start < ``until_ns``. Results
     are ordered by ``order`` (a column name), then by primary key; ``limit=None`` = all.
+    ``filters`` are ``(column, op, value)`` conditions ANDed together, ``op`` one of
+    ``FILTER_OPS`` (``value`` is ignored for the null tests).
     """
     spec = _spec_of(path, kind)
     names = spec.column_names
@@ -528,6 +559,14 @@ def query_records(
             raise _store_error(path, f"{kind} records have no app column")
         where.append('"app" = ?')
         args.append(app)
+    for column, op, value in filters:
+        if column not in names or op not in FILTER_OPS:
+            raise _store_error(path, f"cannot filter {kind} records by {column!r} {op!r}")
+        if op in ("is null", "is not null"):
+            where.append(f'"{column}" {op.upper()}')
+        else:
+            where.append(f'"{column}" {op} ?')
+            args.append(value)
     direction = "DESC" if descending else "ASC"
     keys = ", ".join(f'"{k}" {direction}' for k in (order, *spec.primary_key) if k)
     cols = ", ".join(f'"{n}"' for n in names)

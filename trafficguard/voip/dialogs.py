@@ -163,6 +163,7 @@ class _Call:
 
     __slots__ = (
         "answer_ns",
+        "acked",
         "answer_tag",
         "attempt_ns",
         "attempts",
@@ -216,6 +217,7 @@ class _Call:
         self.auth_challenges = 0
         self.to_tags: set[str] = set()
         self.answer_tag = ""
+        self.acked = False  # the answer's dialog was ACKed (a later fork's ACK changes nothing)
         self.cancelled = False
         self.codecs: list[str] = []
         self.media: list[str] = []
@@ -315,6 +317,7 @@ class CallTracker:
         self._calls: dict[str, _Call] = {}
         self._regs: dict[str, _Registration] = {}
         self._media_owner: dict[str, str] = {}
+        self._media_rtpmap: dict[str, dict[int, tuple[str, int]]] = {}
         self._timers: list[tuple[int, int, str]] = []  # (deadline, seq, key) lazy heap
         self._timer_seq = 0
         self._out: list[CallRecord | RegistrationRecord] = []
@@ -322,6 +325,7 @@ class CallTracker:
         self.response_counts: dict[tuple[str, str], int] = {}
         self.code_counts: dict[int, int] = {}
         self.anomalies: dict[str, int] = {}
+        self.calls_started = 0  # calls created (ended ones are the emitted records)
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -335,6 +339,11 @@ class CallTracker:
         self._out = []
         return out
 
+    @property
+    def media_known(self) -> bool:
+        """Whether any SDP media endpoint is currently tied to a call."""
+        return bool(self._media_owner)
+
     def media_owner(self, endpoint: str) -> str | None:
         """call_id_hash of the call whose SDP announced ``addr:port``, while it is known.
 
@@ -342,6 +351,10 @@ class CallTracker:
         any RTP heuristic.
         """
         return self._media_owner.get(endpoint)
+
+    def media_rtpmap(self, endpoint: str) -> dict[int, tuple[str, int]]:
+        """Payload type -> (codec, clock rate) the SDP gave for ``addr:port`` ({} if none)."""
+        return self._media_rtpmap.get(endpoint, {})
 
     def observe(
         self,
@@ -382,6 +395,7 @@ class CallTracker:
         self._calls.clear()
         self._regs.clear()
         self._media_owner.clear()
+        self._media_rtpmap.clear()
         self._timers.clear()
 
     # -- timers ----------------------------------------------------------------------------
@@ -400,6 +414,7 @@ class CallTracker:
                 for endpoint in call.media:
                     if self._media_owner.get(endpoint) == token:
                         del self._media_owner[endpoint]
+                        self._media_rtpmap.pop(endpoint, None)
                 return
             release, reason = _TIMEOUT_OUTCOME[call.state]
             self._end(call, deadline, release, reason)
@@ -444,10 +459,15 @@ class CallTracker:
         return call
 
     def _add_media(self, call: _Call, sdp: SdpInfo) -> None:
-        for endpoint in sdp.endpoints():
+        for m in sdp.media:
+            endpoint = m.endpoint()
+            if not endpoint:
+                continue
             if endpoint not in call.media:
                 call.media.append(endpoint)
             self._media_owner[endpoint] = call.call_id_hash
+            if m.rtpmap:
+                self._media_rtpmap[endpoint] = m.rtpmap
 
     def _new_call(
         self,
@@ -463,6 +483,7 @@ class CallTracker:
             self._count(TABLE_FULL)
             return
         call = _Call()
+        self.calls_started += 1
         call.call_id_hash = token
         call.caller, call.caller_class = self._party(
             msg.header("p-asserted-identity") or msg.header("from")
@@ -559,6 +580,12 @@ class CallTracker:
             release = "caller" if msg.from_tag == call.caller_tag else "callee"
             self._end(call, ts_ns, release, "bye")
         elif method in {"ACK", "UPDATE"}:
+            if method == "ACK" and call.state == CONFIRMED and not call.acked and msg.to_tag:
+                # Forked 2xx: the fork the caller ACKs first is the dialog that lives on
+                # (RFC 3261 §13.2.2.4), even if another fork's 2xx was seen earlier.
+                call.acked = True
+                if msg.to_tag in call.to_tags:
+                    call.answer_tag = msg.to_tag
             sdp = _sdp_of(msg)
             if sdp is not None and sdp.media and call.state == CONFIRMED:
                 if method == "ACK" and not call.offer_in_invite:

@@ -119,3 +119,5 @@ class RtpStreamRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     r_factor: float | None = None  # E-model (G.107) estimate
     mos: float | None = None
     sensor_loss: bool = False
+    rtcp_fraction_lost: float | None = None  # latest RTCP RR/SR block about this SSRC (0..1)
+    rtcp_jitter_ms: float | None = None  # jitter the receiver reported in that block

@@ -488,7 +488,9 @@ class RtpHeuristic:
         elif self._good and hdr.ssrc == self._ssrc:
             step = (hdr.seq - self._seq) & 0xFFFF
             ts_step = (hdr.rtp_ts - self._ts) & 0xFFFFFFFF
-            if 1 <= step <= self.max_seq_step and ts_step < 0x80000000:
+            if step == 0 and ts_step == 0:
+                pass  # a duplicate (mirrored twice, retransmitted): neither for nor against
+            elif 1 <= step <= self.max_seq_step and ts_step < 0x80000000:
                 self._good += 1
             else:
                 self._bad += 1

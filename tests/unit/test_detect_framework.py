@@ -1,0 +1,236 @@
+"""The alert model, the bounded sketches and the detection stage plumbing."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from trafficguard.config import NS_PER_S, DetectConfig
+from trafficguard.detect.alerts import AlertManager, AlertPolicy, AlertRecord, PrefixSet, alert_id_of
+from trafficguard.detect.base import Detector, DetectorEnv
+from trafficguard.detect.sketch import DistinctCounter, LruMap, SpaceSaving
+from trafficguard.detect.stage import DetectStage, alerts_of
+from trafficguard.flow.records import FlowRecord
+from trafficguard.privacy.keys import init_keys
+from trafficguard.privacy.pseudonym import Pseudonymizer
+
+S = NS_PER_S
+
+
+class ClearSubjects:
+    """Pseudonymizer stand-in with no home networks: every address stays as it is."""
+
+    def address(self, ip: str) -> str:
+        return ip
+
+    def is_subscriber(self, ip: str) -> bool:
+        return False
+
+
+def _report(mgr: AlertManager, t_s: float, key: str = "k", severity: str = "medium", **kw: str) -> None:
+    mgr.report(
+        "test_detector",
+        key,
+        first_ns=int(t_s * S),
+        last_ns=int(t_s * S),
+        rule="a rule",
+        severity=severity,
+        source=kw.get("source", "203.0.113.5"),
+        target=kw.get("target", "10.1.0.1"),
+        evidence={"count": int(t_s)},
+    )
+
+
+def test_alert_opens_updates_at_most_every_interval_and_resolves_when_quiet() -> None:
+    policy = AlertPolicy(update_interval_ns=60 * S, quiet_period_ns=120 * S)
+    mgr = AlertManager(ClearSubjects(), policy)
+    for t in range(0, 200, 5):  # a report every 5 s for 200 s
+        _report(mgr, 1000 + t)
+        mgr.tick(int((1000 + t) * S))
+    out = mgr.take()
+    assert [r.status for r in out] == ["open", "updated", "updated", "updated"]
+    assert [r.seq for r in out] == [0, 1, 2, 3]
+    assert len({r.alert_id for r in out}) == 1
+    gaps = [(b.last_seen_ns - a.last_seen_ns) / S for a, b in zip(out, out[1:], strict=False)]
+    assert all(g >= 60 for g in gaps)
+    mgr.tick(int((1195 + 119) * S))  # not quiet long enough: only the pending update
+    (pending,) = mgr.take()
+    assert pending.status == "updated" and pending.last_seen_ns == 1195 * S
+    mgr.tick(int((1195 + 120) * S))
+    (resolved,) = mgr.take()
+    assert resolved.status == "resolved" and resolved.close_reason == "quiet"
+    assert resolved.first_seen_ns == 1000 * S and resolved.last_seen_ns == 1195 * S
+    assert mgr.active == 0
+
+
+def test_alert_id_is_deterministic_and_key_is_not_stored() -> None:
+    mgr = AlertManager(ClearSubjects())
+    _report(mgr, 5, key="secret-key-203.0.113.5")
+    (rec,) = mgr.take()
+    assert rec.alert_id == alert_id_of("test_detector", "secret-key-203.0.113.5", 5 * S)
+    assert "secret-key" not in repr(rec)
+
+
+def test_severity_only_rises_and_finish_resolves_with_flush() -> None:
+    mgr = AlertManager(ClearSubjects(), AlertPolicy(update_interval_ns=1))
+    _report(mgr, 1, severity="low")
+    _report(mgr, 2, severity="high")
+    _report(mgr, 3, severity="low")
+    mgr.finish()
+    out = mgr.take()
+    assert [r.severity for r in out] == ["low", "high", "high", "high"]
+    assert out[-1].status == "resolved" and out[-1].close_reason == "flush"
+    assert mgr.opened == {("test_detector", "low"): 1}
+
+
+def test_allowlisted_source_is_suppressed_and_counted() -> None:
+    mgr = AlertManager(ClearSubjects(), allowlist=PrefixSet(["203.0.113.0/24"]))
+    _report(mgr, 1)
+    _report(mgr, 2, source="198.51.100.1", key="other")
+    out = mgr.take()
+    assert [r.source for r in out] == ["198.51.100.1"]
+    assert mgr.suppressed == {"test_detector": 1}
+
+
+def test_subscriber_addresses_are_pseudonymized_external_stay_clear(tmp_path: Path) -> None:
+    keys = init_keys(tmp_path / "keys")
+    pz = Pseudonymizer(keys.pseudonym_keys, ["10.1.0.0/16"])
+    mgr = AlertManager(pz)
+    _report(mgr, 1, source="203.0.113.5", target="10.1.0.1")
+    _report(mgr, 1, key="b", source="10.1.0.2", target="u1.abcdef")
+    a, b = mgr.take()
+    assert a.source == "203.0.113.5"
+    assert a.target.startswith("a") and "10.1.0.1" not in a.target
+    assert b.source.startswith("a") and b.target == "u1.abcdef"
+
+
+def test_unknown_severity_is_refused() -> None:
+    with pytest.raises(ValueError, match="severity"):
+        _report(AlertManager(ClearSubjects()), 1, severity="urgent")
+
+
+def test_log_events_carry_only_ids_and_closed_sets() -> None:
+    mgr = AlertManager(ClearSubjects(), AlertPolicy(update_interval_ns=1, quiet_period_ns=S))
+    with capture_logs() as logs:
+        _report(mgr, 1)
+        _report(mgr, 2)
+        mgr.tick(10 * S)
+    assert [e["event"] for e in logs] == ["alert.opened", "alert.updated", "alert.resolved"]
+    for e in logs:
+        assert set(e) <= {"event", "log_level", "detector", "severity", "alert_id", "reason"}
+        assert "203.0.113.5" not in repr(e) and "10.1.0.1" not in repr(e)
+
+
+def test_lru_map_is_bounded_and_counts_evictions() -> None:
+    m: LruMap[int, list[int]] = LruMap(3)
+    for i in range(10):
+        m.setdefault(i, list)
+    m.get(7)
+    m.setdefault(10, list)
+    assert len(m) == 3 and m.evicted == 8
+    assert 7 in m and 8 not in m
+
+
+def test_distinct_counter_exact_then_hll_within_error() -> None:
+    dc = DistinctCounter(exact_cap=64, lg_k=12)
+    for i in range(64):
+        dc.add(f"10.0.{i}.1")
+        dc.add(f"10.0.{i}.1")
+    assert dc.is_exact and dc.count() == 64
+    for i in range(20_000):
+        dc.add(f"h{i}")
+    assert not dc.is_exact
+    assert abs(dc.count() - 20_064) / 20_064 < 0.05
+
+
+def test_space_saving_finds_heavy_hitter_and_bounds_share() -> None:
+    rng = random.Random(1)
+    ss: SpaceSaving[str] = SpaceSaving(4)
+    for _ in range(3000):
+        ss.add("heavy")
+        ss.add(f"noise{rng.randrange(10_000)}")
+    assert ss.top(1)[0][0] == "heavy"
+    assert 0.45 <= ss.share("heavy") <= 0.5
+    assert ss.evicted > 1000
+    assert all(ss.share(k) < 0.05 for k, _ in ss.top(4) if k != "heavy")
+
+
+def _flow(**kw: object) -> FlowRecord:
+    base: dict[str, object] = dict(
+        flow_id="0" * 16, seq=0, first_seen_ns=S, start_ns=S, end_ns=2 * S, vlan=0,
+        ip_version=4, proto=6, src_addr="203.0.113.9", src_port=40000, dst_addr="10.1.0.9",
+        dst_port=80, packets_fwd=1, packets_rev=0, bytes_fwd=60, bytes_rev=0, ip_bytes_fwd=40,
+        ip_bytes_rev=0, payload_bytes_fwd=0, payload_bytes_rev=0, tcp_flags_fwd=2,
+        tcp_flags_rev=0, tcp_state="syn_sent", app="unknown", app_source="none", encap="",
+        end_reason="idle",
+    )  # fmt: skip
+    base.update(kw)
+    return FlowRecord(**base)  # type: ignore[arg-type]
+
+
+class CountingDetector(Detector):
+    name = "counting"
+
+    def __init__(self, env: DetectorEnv) -> None:
+        super().__init__(env)
+        self.flows = 0
+        self.starts = 0
+
+    def on_flow(self, rec: FlowRecord) -> None:
+        self.flows += 1
+        if self.flows == 3:
+            self.alerts.report(
+                self.name, "k", first_ns=rec.start_ns, last_ns=rec.end_ns, rule="3 flows",
+                severity="low", source=rec.src_addr, target=rec.dst_addr, evidence={"flows": 3},
+            )  # fmt: skip
+
+
+class FakeHost:
+    def __init__(self) -> None:
+        self.hooks: list[object] = []
+
+    def add_hook(self, hook: object) -> None:
+        self.hooks.append(hook)
+
+
+def test_stage_dispatches_by_record_type_and_emits_metrics() -> None:
+    stage = DetectStage(DetectConfig(), ClearSubjects(), lambda cfg, env: [CountingDetector(env)])
+    host = FakeHost()
+    stage.attach(host)  # type: ignore[arg-type]
+    assert host.hooks == []  # no detector wants first packets: no per-packet hook
+    stage.on_records([_flow(), _flow(), object(), _flow()])  # type: ignore[list-item]
+    (rec,) = alerts_of(stage.take_records())
+    assert isinstance(rec, AlertRecord) and rec.detector == "counting"
+    metrics = {m.name: m for m in stage.collect()}
+    total = metrics["trafficguard_alerts"].samples
+    assert [(s.labels, s.value) for s in total if s.name.endswith("_total")] == [
+        ({"detector": "counting", "severity": "low"}, 1.0)
+    ]
+    active = metrics["trafficguard_alerts_active"].samples
+    assert [(s.labels, s.value) for s in active] == [({"detector": "counting"}, 1.0)]
+    stage.finish(10 * S)
+    (resolved,) = alerts_of(stage.take_records())
+    assert resolved.status == "resolved"
+
+
+def test_stage_registers_first_packet_hook_only_when_wanted() -> None:
+    class StartDetector(Detector):
+        name = "starts"
+
+        def on_flow_start(self, pkt: object, flow: object) -> None:  # type: ignore[override]
+            pass
+
+    stage = DetectStage(DetectConfig(), ClearSubjects(), lambda cfg, env: [StartDetector(env)])
+    host = FakeHost()
+    stage.attach(host)  # type: ignore[arg-type]
+    assert len(host.hooks) == 1
+
+
+def test_default_detectors_have_unique_closed_set_names() -> None:
+    stage = DetectStage(DetectConfig(), ClearSubjects())
+    names = [d.name for d in stage.detectors]
+    assert len(names) == len(set(names)) >= 15
+    assert all(n.replace("_", "").isalpha() and n.islower() for n in names)

@@ -1,0 +1,70 @@
+"""What a DNS question name is reduced to: its registered domain and a few numbers.
+
+``DomainSplitter`` finds the registered domain (public suffix + one label) with
+``tldextract``'s bundled Public Suffix List snapshot — never a network fetch — so
+``a1b2.c3.example.co.uk`` splits into ``example.co.uk`` and the labels below it. A name
+under a suffix the list does not know (``x.pirate.sea``) keeps its last two labels, the
+way an operator would read it. ``name_entropy`` is the Shannon entropy per character:
+tunnels encode data in base32/64/128, which looks far more random than host names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from typing import Final
+
+import tldextract
+
+MAX_SUFFIX_LABELS: Final = 6  # longest public suffix (in labels) plus the domain label
+_HOST_CHARS: Final = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
+# Lower-case ASCII letters; every byte that is not a host-name character becomes "x", so
+# the URL parser inside tldextract can never see "/", "@", ":" or "#" in a hostile label.
+_TO_HOST: Final = bytes(
+    (c + 32 if 65 <= c <= 90 else c) if bytes([c]).lower() in _HOST_CHARS else ord("x")
+    for c in range(256)
+)
+
+
+def histogram_entropy(counts: Iterable[int]) -> float:
+    """Shannon entropy in bits per symbol of a symbol histogram (0.0 when empty)."""
+    values = [c for c in counts if c]
+    n = sum(values)
+    if n == 0:
+        return 0.0
+    log2 = math.log2
+    return max(0.0, -sum(c / n * log2(c / n) for c in values))
+
+
+def name_entropy(data: bytes) -> float:
+    """Shannon entropy of ``data`` in bits per byte (0.0 for an empty name)."""
+    return histogram_entropy(Counter(data).values())
+
+
+class DomainSplitter:
+    """Splits question labels into (registered domain, labels below it)."""
+
+    __slots__ = ("_extract",)
+
+    def __init__(self) -> None:
+        # suffix_list_urls=() and no cache dir: the bundled snapshot, no fetch, no files.
+        self._extract = tldextract.TLDExtract(
+            suffix_list_urls=(), cache_dir=None, include_psl_private_domains=False
+        )
+
+    def split(self, labels: list[bytes]) -> tuple[str, list[bytes]]:
+        """``("example.co.uk", [b"a1b2", b"c3"])``; ``("", [])`` for the root."""
+        if not labels:
+            return "", []
+        tail = [label.translate(_TO_HOST) for label in labels[-MAX_SUFFIX_LABELS:]]
+        parts = self._extract(b".".join(tail).decode("ascii"))
+        if parts.suffix and parts.domain:
+            n = parts.suffix.count(".") + 2
+        elif parts.suffix:
+            n = parts.suffix.count(".") + 1  # the name is a public suffix itself
+        else:
+            n = 2  # not under a known suffix: keep the last two labels
+        n = min(n, len(labels))
+        registered = b".".join(tail[-n:]).decode("ascii")
+        return registered, labels[:-n]

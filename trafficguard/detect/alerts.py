@@ -1,0 +1,285 @@
+"""Alerts: the record every detector produces, and the manager that deduplicates them.
+
+One alert stands for one ongoing activity of one ``(detector, key)``: the first report
+*opens* it (``seq`` 0), later reports fold into it and emit an *updated* record at most
+every ``update_interval_s`` of packet time, and ``quiet_period_s`` without a report
+*resolves* it (``close_reason`` "quiet"; "flush" when the pipeline ends with it open).
+The ``alert_id`` is derived from detector, key and first-seen time, so replays give the
+same ids. Records are stored with primary key ``(alert_id, seq)``.
+
+Privacy: ``source``/``target`` are pseudonymized for subscriber addresses (inside
+``home_networks``) and left in clear for external peers, so analysts can block attackers;
+the key (which may hold addresses) is only hashed. ``evidence`` holds metadata only.
+The escalation gate reads ``detector``, ``severity``, ``source`` and ``target``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+import msgspec
+import structlog
+
+from trafficguard.detect.base import NS_PER_S, SEVERITIES, Evidence, Subjects
+
+ALERT_STATUSES: Final = ("open", "updated", "resolved")
+CLOSE_REASONS: Final = ("", "quiet", "flush")
+_RANK: Final = {s: i for i, s in enumerate(SEVERITIES)}
+
+_log = structlog.get_logger("trafficguard.detect")
+
+
+class AlertRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
+    """One state change of one alert (open, update, resolve)."""
+
+    kind: ClassVar[str] = "alert"
+
+    alert_id: str  # 16 hex chars: hash of detector, key and first_seen_ns
+    seq: int  # 0 = open, +1 per later record of the same alert
+    detector: str  # closed-set detector name, e.g. "syn_flood"
+    rule: str  # the rule in words, with the thresholds it crossed
+    severity: str  # one of SEVERITIES (the highest reported so far)
+    status: str  # one of ALERT_STATUSES
+    first_seen_ns: int  # packet time of the first activity behind the alert
+    last_seen_ns: int  # packet time of the latest activity behind the alert
+    source: str  # who did it: external address in clear, subscriber pseudonymized, "" = many
+    target: str  # victim: subscriber pseudonymized (address or account), "" = many/none
+    evidence: dict[str, int | float | str]  # counts, rates, distinct counts, thresholds
+    close_reason: str = ""  # one of CLOSE_REASONS ("" until resolved)
+
+
+def alert_id_of(detector: str, key: str, first_seen_ns: int) -> str:
+    """Deterministic alert id (the key is hashed, never stored)."""
+    data = f"{detector}\x00{key}\x00{first_seen_ns}".encode()
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    """When to re-emit and when to resolve (packet time)."""
+
+    update_interval_ns: int = 60 * NS_PER_S
+    quiet_period_ns: int = 120 * NS_PER_S
+    max_active: int = 100_000  # beyond it the least recently reported alert resolves early
+
+
+class _Active:
+    """An open alert: its current state and when it was last emitted."""
+
+    __slots__ = (
+        "alert_id",
+        "detector",
+        "dirty",
+        "evidence",
+        "first_ns",
+        "last_emit_ns",
+        "last_ns",
+        "rule",
+        "seq",
+        "severity",
+        "source",
+        "target",
+    )
+
+    def __init__(self, alert_id: str, detector: str, first_ns: int) -> None:
+        self.alert_id = alert_id
+        self.detector = detector
+        self.first_ns = first_ns
+        self.last_ns = first_ns
+        self.last_emit_ns = first_ns
+        self.seq = 0
+        self.dirty = False
+        self.severity = "info"
+        self.rule = ""
+        self.source = ""
+        self.target = ""
+        self.evidence: Evidence = {}
+
+
+class PrefixSet:
+    """Addresses and prefixes (IPv4/IPv6) for allowlists; membership of a text address."""
+
+    __slots__ = ("_nets",)
+
+    def __init__(self, prefixes: Iterable[str] = ()) -> None:
+        self._nets = tuple(ipaddress.ip_network(p, strict=False) for p in prefixes)
+
+    def __contains__(self, addr: object) -> bool:
+        if not self._nets or not isinstance(addr, str) or not addr:
+            return False
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._nets)
+
+    def __len__(self) -> int:
+        return len(self._nets)
+
+
+def _looks_like_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+class AlertManager:
+    """Deduplicates reports into alerts; emits AlertRecords; counts them for metrics."""
+
+    def __init__(
+        self,
+        subjects: Subjects,
+        policy: AlertPolicy | None = None,
+        allowlist: PrefixSet | None = None,
+    ) -> None:
+        self.subjects = subjects
+        self.policy = policy or AlertPolicy()
+        self.allowlist = allowlist or PrefixSet()
+        self._active: dict[tuple[str, str], _Active] = {}
+        self._out: list[AlertRecord] = []
+        self.opened: dict[tuple[str, str], int] = {}  # (detector, severity) -> alerts opened
+        self.suppressed: dict[str, int] = {}  # detector -> reports dropped by the allowlist
+        self.resolved = 0
+
+    # -- reports from detectors -------------------------------------------------------------
+    def report(
+        self,
+        detector: str,
+        key: str,
+        *,
+        first_ns: int,
+        last_ns: int,
+        rule: str,
+        severity: str,
+        source: str = "",
+        target: str = "",
+        evidence: Evidence,
+    ) -> None:
+        """Open an alert for ``(detector, key)`` or fold this report into the open one.
+
+        ``source``/``target``: raw addresses (pseudonymized here when they are
+        subscribers), pseudonyms, or "" for many/none.
+        """
+        if severity not in _RANK:
+            raise ValueError(f"unknown severity {severity!r}")
+        ident = (detector, key)
+        alert = self._active.get(ident)
+        if alert is None:
+            if source in self.allowlist:
+                self.suppressed[detector] = self.suppressed.get(detector, 0) + 1
+                return
+            if len(self._active) >= self.policy.max_active:
+                self._resolve(next(iter(self._active)), "flush")
+            alert = _Active(alert_id_of(detector, key, first_ns), detector, first_ns)
+            alert.source = self._subject(source)
+            alert.target = self._subject(target)
+            alert.severity = severity
+            alert.rule = rule
+            alert.evidence = evidence
+            alert.last_ns = max(first_ns, last_ns)
+            alert.last_emit_ns = alert.last_ns
+            self._active[ident] = alert
+            tally = (detector, severity)
+            self.opened[tally] = self.opened.get(tally, 0) + 1
+            self._emit(alert, "open")
+            _log.info("alert.opened", detector=detector, severity=severity, alert_id=alert.alert_id)
+            return
+        # keep insertion order = least recently reported first (for max_active)
+        del self._active[ident]
+        self._active[ident] = alert
+        alert.last_ns = max(alert.last_ns, last_ns)
+        alert.first_ns = min(alert.first_ns, first_ns)
+        if _RANK[severity] > _RANK[alert.severity]:
+            alert.severity = severity
+            alert.rule = rule
+        elif _RANK[severity] == _RANK[alert.severity]:
+            alert.rule = rule
+        alert.evidence = evidence
+        alert.dirty = True
+        if alert.last_ns - alert.last_emit_ns >= self.policy.update_interval_ns:
+            self._update(alert)
+
+    def _subject(self, value: str) -> str:
+        if value and _looks_like_ip(value):
+            return self.subjects.address(value)
+        return value
+
+    # -- time --------------------------------------------------------------------------------
+    def tick(self, now_ns: int) -> None:
+        """Emit due updates; resolve alerts quiet for ``quiet_period_s``."""
+        quiet = self.policy.quiet_period_ns
+        every = self.policy.update_interval_ns
+        for ident, alert in list(self._active.items()):
+            if now_ns - alert.last_ns >= quiet:
+                self._resolve(ident, "quiet")
+            elif alert.dirty and now_ns - alert.last_emit_ns >= every:
+                self._update(alert)
+
+    def finish(self) -> None:
+        """End of input: every open alert resolves with close_reason "flush"."""
+        for ident in list(self._active):
+            self._resolve(ident, "flush")
+
+    # -- records -----------------------------------------------------------------------------
+    def _update(self, alert: _Active) -> None:
+        alert.seq += 1
+        alert.dirty = False
+        alert.last_emit_ns = alert.last_ns
+        self._emit(alert, "updated")
+        _log.info(
+            "alert.updated",
+            detector=alert.detector,
+            severity=alert.severity,
+            alert_id=alert.alert_id,
+        )
+
+    def _resolve(self, ident: tuple[str, str], reason: str) -> None:
+        alert = self._active.pop(ident)
+        alert.seq += 1
+        self.resolved += 1
+        self._emit(alert, "resolved", reason)
+        _log.info(
+            "alert.resolved",
+            detector=alert.detector,
+            severity=alert.severity,
+            alert_id=alert.alert_id,
+            reason=reason,
+        )
+
+    def _emit(self, alert: _Active, status: str, close_reason: str = "") -> None:
+        self._out.append(
+            AlertRecord(
+                alert_id=alert.alert_id,
+                seq=alert.seq,
+                detector=alert.detector,
+                rule=alert.rule,
+                severity=alert.severity,
+                status=status,
+                first_seen_ns=alert.first_ns,
+                last_seen_ns=alert.last_ns,
+                source=alert.source,
+                target=alert.target,
+                evidence=dict(alert.evidence),
+                close_reason=close_reason,
+            )
+        )
+
+    def take(self) -> list[AlertRecord]:
+        out, self._out = self._out, []
+        return out
+
+    def active_by_detector(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for detector, _ in self._active:
+            counts[detector] = counts.get(detector, 0) + 1
+        return counts
+
+    @property
+    def active(self) -> int:
+        return len(self._active)

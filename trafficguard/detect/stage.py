@@ -1,0 +1,177 @@
+"""DetectStage: runs the detectors on the records of each round and emits alerts.
+
+The stage is the ``Stage`` seam (``trafficguard/flow/hooks.py``) for detection: it hands
+flow, call and registration records to the detectors that take them (dispatch by record
+type, built once), ticks them in packet time, and returns the ``AlertRecord``s of its
+:class:`AlertManager`. A flow hook (``on_flow_start`` only) is registered only when some
+detector needs first-packet events. Metrics: ``trafficguard_alerts_total{detector,severity}``,
+``trafficguard_alerts_active{detector}``, per-detector state size and evictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from msgspec import Struct
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from trafficguard.analyzers.dns_records import DnsSummaryRecord
+from trafficguard.config import NS_PER_S, DetectConfig
+from trafficguard.decode.packet import Packet
+from trafficguard.detect.alerts import AlertManager, AlertPolicy, AlertRecord, PrefixSet
+from trafficguard.detect.base import Detector, DetectorEnv, Subjects, overrides
+from trafficguard.detect.catalog import build_detectors
+from trafficguard.flow.hooks import HookHost
+from trafficguard.flow.records import FlowRecord
+from trafficguard.flow.state import Flow
+from trafficguard.voip.records import CallRecord, RegistrationRecord
+
+DetectorFactory = Callable[[DetectConfig, DetectorEnv], list[Detector]]
+
+
+class _FlowStartHook:
+    """FlowHook forwarding only first packets (``on_packet`` is an empty method)."""
+
+    __slots__ = ("_targets",)
+
+    def __init__(self, targets: Sequence[Callable[[Packet, Flow], None]]) -> None:
+        self._targets = tuple(targets)
+
+    def on_flow_start(self, pkt: Packet, flow: Flow) -> None:
+        for target in self._targets:
+            target(pkt, flow)
+
+    def on_packet(self, pkt: Packet, flow: Flow, direction: str) -> None:
+        pass
+
+    def on_flow_end(self, flow: Flow, reason: str) -> None:
+        pass
+
+
+class DetectStage:
+    """Detectors between the analyzers and the privacy edge (see module docstring)."""
+
+    name = "detect"
+
+    def __init__(
+        self,
+        cfg: DetectConfig,
+        subjects: Subjects,
+        factory: DetectorFactory = build_detectors,
+        *,
+        home_networks_known: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.subjects = subjects
+        policy = AlertPolicy(
+            update_interval_ns=int(cfg.alerts.update_interval_s * NS_PER_S),
+            quiet_period_ns=int(cfg.alerts.quiet_period_s * NS_PER_S),
+            max_active=cfg.alerts.max_active,
+        )
+        self.alerts = AlertManager(subjects, policy, PrefixSet(cfg.allowlist))
+        env = DetectorEnv(
+            alerts=self.alerts,
+            is_subscriber=self._is_subscriber,
+            max_keys=cfg.max_keys,
+            home_networks_known=home_networks_known,
+        )
+        self.detectors = factory(cfg, env)
+        names = [d.name for d in self.detectors]
+        if len(set(names)) != len(names):
+            raise ValueError(f"detector names must be unique: {names}")
+        self._dispatch: dict[type[Any], tuple[Callable[[Any], None], ...]] = {
+            FlowRecord: tuple(d.on_flow for d in self.detectors if overrides(d, "on_flow")),
+            CallRecord: tuple(d.on_call for d in self.detectors if overrides(d, "on_call")),
+            RegistrationRecord: tuple(
+                d.on_registration for d in self.detectors if overrides(d, "on_registration")
+            ),
+            DnsSummaryRecord: tuple(
+                d.on_dns_summary for d in self.detectors if overrides(d, "on_dns_summary")
+            ),
+        }
+        self._flow_start = [
+            d.on_flow_start for d in self.detectors if overrides(d, "on_flow_start")
+        ]
+        self.records_seen = 0
+
+    def _is_subscriber(self, ip: str) -> bool:
+        try:
+            return self.subjects.is_subscriber(ip)
+        except ValueError:
+            return False
+
+    # -- Stage protocol ---------------------------------------------------------------------
+    def attach(self, host: HookHost) -> None:
+        if self._flow_start:
+            host.add_hook(_FlowStartHook(self._flow_start))
+
+    def on_records(self, records: Sequence[Struct]) -> None:
+        dispatch = self._dispatch
+        seen = 0
+        for rec in records:
+            handlers = dispatch.get(type(rec))
+            if handlers:
+                seen += 1
+                for handle in handlers:
+                    handle(rec)
+        self.records_seen += seen
+
+    def tick(self, now_ns: int) -> None:
+        for d in self.detectors:
+            d.tick(now_ns)
+        self.alerts.tick(now_ns)
+
+    def take_records(self) -> list[Struct]:
+        out: list[Struct] = list(self.alerts.take())
+        return out
+
+    def finish(self, now_ns: int) -> None:
+        for d in self.detectors:
+            d.tick(now_ns)
+        self.alerts.finish()
+
+    def reload(self) -> None:
+        """Re-read external inputs (blocklist files) of every detector."""
+        for d in self.detectors:
+            d.reload()
+
+    def collect(self) -> Iterable[Metric]:
+        total = CounterMetricFamily(
+            "trafficguard_alerts", "Alerts opened, by detector and severity",
+            labels=["detector", "severity"],
+        )  # fmt: skip
+        for (detector, severity), n in sorted(self.alerts.opened.items()):
+            total.add_metric([detector, severity], n)
+        yield total
+        active = GaugeMetricFamily(
+            "trafficguard_alerts_active", "Alerts open now", labels=["detector"]
+        )
+        by_detector = self.alerts.active_by_detector()
+        for d in self.detectors:
+            active.add_metric([d.name], by_detector.get(d.name, 0))
+        yield active
+        suppressed = CounterMetricFamily(
+            "trafficguard_alerts_suppressed", "Reports dropped by the allowlist",
+            labels=["detector"],
+        )  # fmt: skip
+        for detector, n in sorted(self.alerts.suppressed.items()):
+            suppressed.add_metric([detector], n)
+        yield suppressed
+        keys = GaugeMetricFamily(
+            "trafficguard_detect_state_keys", "Keys held in detector state", labels=["detector"]
+        )
+        evicted = CounterMetricFamily(
+            "trafficguard_detect_state_evicted", "Keys evicted from detector state (bound hit)",
+            labels=["detector"],
+        )  # fmt: skip
+        for d in self.detectors:
+            keys.add_metric([d.name], d.state_keys())
+            evicted.add_metric([d.name], d.evicted_keys())
+        yield keys
+        yield evicted
+
+
+def alerts_of(records: Iterable[Struct]) -> list[AlertRecord]:
+    """The alert records among ``records`` (tests and tools)."""
+    return [r for r in records if isinstance(r, AlertRecord)]

@@ -1,0 +1,1302 @@
+/* trafficguard fast path: pcap record framing, common-path L2-L4 decode, the flow table
+ * and payload signatures, in C, on batches.
+ *
+ * The reference semantics are the Python modules decode/decoder.py, flow/table.py,
+ * flow/state.py, flow/classify.py and flow/signatures.py; this file ports them line for
+ * line so that records are identical. A frame the common path does not cover (another
+ * link type, fragments, tunnels, MPLS, PPPoE, IPv6 extension headers, anything malformed)
+ * is handed back to Python, which decodes it with the reference decoder and feeds the
+ * resulting Packet into the same C table (Core.update_packets), so flow order is kept.
+ *
+ * Memory: flows live in a pool of fixed 176-byte slots (indices stay stable while a flow
+ * is open; freed slots are reused first, so resident pages follow the peak number of open
+ * flows, not the file length) and an open-addressing hash table of uint32 slot numbers
+ * (linear probing, backward-shift deletion, load <= 1/2). Each of the six idle-timeout
+ * lanes is a doubly linked LRU list threaded through the slots.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NIL 0xFFFFFFFFu
+#define MAX_CAPLEN 262144
+
+enum { LANE_TCP, LANE_EMB, LANE_CLOSING, LANE_UDP, LANE_ICMP, LANE_OTHER, NLANES };
+enum { ST_NONE, ST_SYN_SENT, ST_SYN_RECEIVED, ST_ESTABLISHED, ST_FIN_WAIT, ST_CLOSED,
+       ST_RESET, ST_MIDSTREAM };
+enum { R_IDLE, R_ACTIVE, R_FIN, R_RST, R_EVICTED, R_FLUSH, NREASONS };
+enum { SRC_PORT, SRC_SIGNATURE, SRC_NONE };
+enum { EV_START, EV_PACKET, EV_END };
+/* feed status */
+enum { S_FULL, S_MORE, S_SLOW, S_BAD };
+
+/* labels: the order of flow.classify.APP_LABELS (checked at import by the wrapper) */
+enum { L_SIP, L_SIP_TLS, L_RTP, L_RTCP, L_DNS, L_MDNS, L_HTTP, L_TLS, L_QUIC, L_SSH, L_SMTP,
+       L_IMAP, L_POP3, L_NTP, L_SSDP, L_MEMCACHED, L_STUN, L_FTP, L_TELNET, L_RDP, L_SNMP,
+       L_LDAP, L_DHCP, L_NETBIOS, L_UNKNOWN, NLABELS, L_NONE = 255 };
+static const char *LABELS[NLABELS] = {
+    "sip", "sip-tls", "rtp", "rtcp", "dns", "mdns", "http", "tls", "quic", "ssh", "smtp",
+    "imap", "pop3", "ntp", "ssdp", "memcached", "stun", "ftp", "telnet", "rdp", "snmp", "ldap",
+    "dhcp", "netbios", "unknown"};
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define SYN_ACK (TCP_SYN | TCP_ACK)
+
+static const uint8_t STATE_LANE[8] = {LANE_OTHER, LANE_EMB, LANE_EMB, LANE_TCP, LANE_TCP,
+                                      LANE_CLOSING, LANE_CLOSING, LANE_TCP};
+
+typedef struct {
+    uint8_t a[16], b[16]; /* canonical endpoints: (a, pa) <= (b, pb) */
+    uint16_t pa, pb, vlan;
+    uint8_t proto, v6;
+} fkey_t; /* 40 bytes, compared with memcmp */
+
+typedef struct {
+    fkey_t k;
+    uint32_t hash, prev, next, seq;
+    uint16_t flags; /* fwd flags in bits 0-7, rev in 8-15 */
+    uint8_t a_is_src, tcp_state, lane, app, cls_left, classified, encap, wanted;
+    int64_t first_ns, start_ns, last_ns;
+    int64_t pk[2], by[2], l2[2], pl[2]; /* [0] = fwd (initiator), [1] = rev */
+    uint64_t rtp[2];                     /* pending RTP candidate per direction, 0 = none */
+} flow_t;
+
+typedef struct {
+    int64_t ts, wire_len, ip_len, frames;
+    const uint8_t *src, *dst, *data;
+    Py_ssize_t datalen, poff, plen;
+    uint16_t vlan, sport, dport;
+    uint8_t v6, proto, flags, encap;
+    PyObject *obj; /* the Python Packet (slow path) or NULL */
+    int linktype;
+} pkt_t;
+
+typedef struct {
+    PyObject_HEAD
+    flow_t *pool;
+    uint32_t pool_cap, pool_used, free_head, max_flows;
+    uint32_t *tab;
+    uint32_t tab_mask;
+    uint32_t head[NLANES], tail[NLANES];
+    int64_t idle_ns[NLANES], active_ns;
+    uint32_t scan_per_tick, classify_packets, next_lane;
+    uint8_t port_tab[3][65536]; /* TCP, UDP, SCTP -> label or L_NONE */
+    uint8_t tunnel_port[65536];  /* UDP destination ports decoded as tunnels (slow path) */
+    int64_t active, started, evicted, interim, ended[NREASONS], packets, fast_frames;
+    int64_t app_pk[NLABELS][2], app_by[NLABELS][2];
+    PyObject *records;  /* list of record tuples */
+    PyObject *callback; /* hooks: callback(event, slot, packet_or_frame, arg) or None */
+} Core;
+
+/* ---------------------------------------------------------------------------------- */
+/* helpers                                                                              */
+
+static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint32_t rd32(const uint8_t *p, int big) {
+    return big ? be32(p) : ((uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0]);
+}
+
+/* bytes.startswith(s, off) on the whole buffer d[0:n] */
+static inline int sw(const uint8_t *d, Py_ssize_t n, Py_ssize_t off, const char *s) {
+    size_t l = strlen(s);
+    return off >= 0 && off + (Py_ssize_t)l <= n && memcmp(d + off, s, l) == 0;
+}
+static int sw_any(const uint8_t *d, Py_ssize_t n, Py_ssize_t off, const char *const *list) {
+    for (; *list; list++)
+        if (sw(d, n, off, *list)) return 1;
+    return 0;
+}
+/* data[i:j].isdigit() for i < j within bounds */
+static int isdig(const uint8_t *d, Py_ssize_t i, Py_ssize_t j) {
+    if (j <= i) return 0;
+    for (; i < j; i++)
+        if (d[i] < '0' || d[i] > '9') return 0;
+    return 1;
+}
+static inline int has_port(uint16_t s, uint16_t d, uint16_t port) { return s == port || d == port; }
+
+/* ---------------------------------------------------------------------------------- */
+/* signatures (flow/signatures.py)                                                       */
+
+#define FIRST_LINE_MAX 512
+static const char *const SIP_METHODS[] = {"INVITE", "REGISTER", "OPTIONS", "ACK", "BYE",
+    "CANCEL", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+    NULL};
+static const char *const SIP_SCHEMES[] = {"sip:", "sips:", "tel:", "SIP:", "SIPS:", "TEL:", NULL};
+static const char *const HTTP_METHODS[] = {"GET ", "POST ", "HEAD ", "PUT ", "DELETE ",
+    "OPTIONS ", "CONNECT ", "PATCH ", "TRACE ", NULL};
+static const char *const SSDP_STARTS[] = {"M-SEARCH * HTTP/1.1", "NOTIFY * HTTP/1.1", NULL};
+static const char *const MEMCACHED_WORDS[] = {"get ", "gets ", "set ", "add ", "replace ",
+    "append ", "prepend ", "cas ", "delete ", "incr ", "decr ", "touch ", "stats", "version",
+    "flush_all", "VALUE ", "STAT ", "END\r\n", "STORED", "NOT_", "DELETED", "ERROR", "mn\r\n",
+    "me ", "mg ", "ms ", "md ", "ma ", NULL};
+
+/* length of the first line at off (without CRLF), or -1 */
+static Py_ssize_t first_line(const uint8_t *d, Py_ssize_t off, Py_ssize_t end) {
+    Py_ssize_t stop = end < off + FIRST_LINE_MAX ? end : off + FIRST_LINE_MAX;
+    for (Py_ssize_t i = off; i + 1 < stop; i++)
+        if (d[i] == '\r' && d[i + 1] == '\n') return i - off;
+    return -1;
+}
+
+static int is_sip(const uint8_t *d, Py_ssize_t n, Py_ssize_t off, Py_ssize_t end) {
+    if (sw(d, n, off, "SIP/2.0 ")) return end - off >= 11 && isdig(d, off + 8, off + 11);
+    if (!sw_any(d, n, off, SIP_METHODS)) return 0;
+    Py_ssize_t len = first_line(d, off, end);
+    if (len < 8 || memcmp(d + off + len - 8, " SIP/2.0", 8) != 0) return 0;
+    const uint8_t *sp = memchr(d + off, ' ', (size_t)len);
+    if (sp == NULL || sp == d + off) return 0;
+    return sw_any(d, off + len, sp + 1 - d, SIP_SCHEMES);
+}
+
+static int is_http(const uint8_t *d, Py_ssize_t n, Py_ssize_t off, Py_ssize_t end) {
+    if (sw(d, n, off, "HTTP/1."))
+        return end - off >= 9 && (d[off + 7] == '0' || d[off + 7] == '1') && d[off + 8] == ' ';
+    if (!sw_any(d, n, off, HTTP_METHODS)) return 0;
+    Py_ssize_t len = first_line(d, off, end);
+    if (len < 9) return 0;
+    const uint8_t *l = d + off;
+    return memcmp(l + len - 9, " HTTP/1.", 8) == 0 && (l[len - 1] == '0' || l[len - 1] == '1');
+}
+
+static int is_tls(const uint8_t *d, Py_ssize_t off, Py_ssize_t end) {
+    if (end - off < 6 || d[off] != 22 || d[off + 1] != 3 || d[off + 2] > 4) return 0;
+    unsigned rec = be16(d + off + 3);
+    return rec >= 4 && rec <= 18432 && (d[off + 5] == 1 || d[off + 5] == 2);
+}
+
+static int is_quic(const uint8_t *d, Py_ssize_t n, Py_ssize_t off, Py_ssize_t end) {
+    if (end - off < 7) return 0;
+    uint8_t first = d[off];
+    if ((first & 0xC0) == 0xC0) {
+        uint32_t v = be32(d + off + 1);
+        if (v == 0x00000001 || v == 0x6B3343CF || v == 0x709A50C4 || v >> 8 == 0xFF0000) return 1;
+        return sw(d, n, off + 1, "Q0") && isdig(d, off + 3, off + 5);
+    }
+    return (first & 0x09) == 0x09 && end - off >= 13 && sw(d, n, off + 9, "Q0") &&
+           isdig(d, off + 11, off + 13);
+}
+
+static int is_stun(const uint8_t *d, Py_ssize_t off, Py_ssize_t end) {
+    if (end - off < 20 || (d[off] & 0xC0)) return 0;
+    if (be32(d + off + 4) != 0x2112A442) return 0;
+    unsigned len = be16(d + off + 2);
+    return len % 4 == 0 && 20 + (Py_ssize_t)len <= end - off;
+}
+
+static int is_ntp(const uint8_t *d, Py_ssize_t off, Py_ssize_t end) {
+    Py_ssize_t len = end - off;
+    if (len != 48 && len != 68 && len != 72) return 0;
+    uint8_t b0 = d[off];
+    unsigned v = (b0 >> 3) & 7, m = b0 & 7;
+    return v >= 1 && v <= 4 && m >= 1 && m <= 5;
+}
+
+static int is_memcached_udp(const uint8_t *d, Py_ssize_t n, Py_ssize_t off, Py_ssize_t end) {
+    if (end - off < 12 || d[off + 6] || d[off + 7]) return 0;
+    return be16(d + off + 2) < be16(d + off + 4) && sw_any(d, n, off + 8, MEMCACHED_WORDS);
+}
+
+static Py_ssize_t dns_name_end(const uint8_t *d, Py_ssize_t pos, Py_ssize_t end) {
+    for (int i = 0; i < 128; i++) {
+        if (pos >= end) return -1;
+        uint8_t c = d[pos];
+        if (c == 0) return pos + 1;
+        if (c > 63) return -1;
+        pos += 1 + c;
+    }
+    return -1;
+}
+
+static int is_dns(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, int strict) {
+    if (end - off < 12) return 0;
+    unsigned flags = be16(d + off + 2), qd = be16(d + off + 4), an = be16(d + off + 6),
+             ns = be16(d + off + 8), ar = be16(d + off + 10);
+    unsigned opcode = (flags >> 11) & 0xF;
+    if (qd != 1 || !(opcode <= 2 || opcode == 4 || opcode == 5) || an > 64 || ns > 64 || ar > 64)
+        return 0;
+    if (!strict) return 1;
+    if (flags & 0x0040) return 0;
+    Py_ssize_t ne = dns_name_end(d, off + 12, end);
+    if (ne < 0 || ne + 4 > end) return 0;
+    unsigned qclass = be16(d + ne + 2) & 0x7FFF;
+    return qclass == 1 || qclass == 3 || qclass == 4 || qclass == 255;
+}
+
+static int is_dns_tcp(const uint8_t *d, Py_ssize_t off, Py_ssize_t end) {
+    if (end - off < 14 || (Py_ssize_t)be16(d + off) != end - off - 2) return 0;
+    return is_dns(d, off + 2, end, 0);
+}
+
+static int is_rtcp(const uint8_t *d, Py_ssize_t off, Py_ssize_t end) {
+    if (end - off < 8 || d[off + 1] < 200 || d[off + 1] > 204) return 0;
+    Py_ssize_t pos = off;
+    for (int i = 0; i < 16; i++) {
+        if (d[pos] >> 6 != 2 || d[pos + 1] < 192 || d[pos + 1] > 223) return 0;
+        pos += ((Py_ssize_t)be16(d + pos + 2) + 1) * 4;
+        if (pos == end) return 1;
+        if (pos + 4 > end) return 0;
+    }
+    return 0;
+}
+
+static int64_t rtp_header(const uint8_t *d, Py_ssize_t off, Py_ssize_t end) {
+    if (end - off < 12) return -1;
+    uint8_t b0 = d[off], pt = d[off + 1] & 0x7F;
+    if (b0 >> 6 != 2 || !(pt <= 34 || pt >= 96)) return -1;
+    if (12 + 4 * (b0 & 0x0F) > end - off) return -1;
+    return (int64_t)be32(d + off + 8) << 16 | be16(d + off + 2);
+}
+
+static int tcp_banner(const uint8_t *d, Py_ssize_t n, Py_ssize_t off, Py_ssize_t end) {
+    if (sw(d, n, off, "220 ") || sw(d, n, off, "220-")) {
+        Py_ssize_t len = first_line(d, off, end);
+        if (len < 4) return L_NONE;
+        for (Py_ssize_t i = off; i + 4 <= off + len; i++)
+            if (memcmp(d + i, "SMTP", 4) == 0) return L_SMTP;
+        return L_NONE;
+    }
+    if (sw(d, n, off, "EHLO ") || sw(d, n, off, "HELO ")) return L_SMTP;
+    if (sw(d, n, off, "* OK")) return L_IMAP;
+    if (sw(d, n, off, "+OK")) return L_POP3;
+    return L_NONE;
+}
+
+static int strong_label(const uint8_t *d, Py_ssize_t n, Py_ssize_t off, Py_ssize_t end,
+                        int proto, uint16_t sport, uint16_t dport) {
+    if (end <= off) return L_NONE;
+    int text = d[off] >= 0x41 && d[off] <= 0x5A;
+    if (proto == 17) {
+        if (text) {
+            if (is_sip(d, n, off, end)) return L_SIP;
+            if (sw_any(d, n, off, SSDP_STARTS) ||
+                (has_port(sport, dport, 1900) && sw(d, n, off, "HTTP/1.1 ")))
+                return L_SSDP;
+        }
+        if (is_quic(d, n, off, end)) return L_QUIC;
+        if (is_stun(d, off, end)) return L_STUN;
+        if (has_port(sport, dport, 123) && is_ntp(d, off, end)) return L_NTP;
+        if (is_memcached_udp(d, n, off, end)) return L_MEMCACHED;
+        return L_NONE;
+    }
+    if (proto == 6) {
+        if (is_tls(d, off, end)) return has_port(sport, dport, 5061) ? L_SIP_TLS : L_TLS;
+        if (!text && !memchr("0123456789*+", d[off], 12)) return L_NONE;
+        if (is_sip(d, n, off, end)) return L_SIP;
+        if (sw(d, n, off, "SSH-") && end - off >= 8) return L_SSH;
+        if (is_http(d, n, off, end)) return L_HTTP;
+        return tcp_banner(d, n, off, end);
+    }
+    if (proto == 132 && text && is_sip(d, n, off, end)) return L_SIP;
+    return L_NONE;
+}
+
+static int dns_label(const uint8_t *d, Py_ssize_t off, Py_ssize_t end, uint16_t sp, uint16_t dp) {
+    if (has_port(sp, dp, 5353)) return is_dns(d, off, end, 0) ? L_MDNS : L_NONE;
+    if (has_port(sp, dp, 53)) return is_dns(d, off, end, 0) ? L_DNS : L_NONE;
+    return is_dns(d, off, end, 1) ? L_DNS : L_NONE;
+}
+
+#define RTP_VALID ((uint64_t)1 << 48)
+
+/* Classifier.inspect: a label, or L_NONE (and maybe a new RTP candidate in f->rtp) */
+static int inspect(flow_t *f, const pkt_t *p, int fwd) {
+    const uint8_t *d = p->data;
+    Py_ssize_t n = p->datalen, off = p->poff;
+    Py_ssize_t end = off + p->plen < n ? off + p->plen : n;
+    if (end <= off) return L_NONE;
+    int label = strong_label(d, n, off, end, p->proto, p->sport, p->dport);
+    if (label != L_NONE) return label;
+    if (p->proto == 17) {
+        label = dns_label(d, off, end, p->sport, p->dport);
+        if (label != L_NONE) return label;
+        if (p->sport >= 1024 && p->dport >= 1024) {
+            if (is_rtcp(d, off, end)) return L_RTCP;
+            int64_t head = rtp_header(d, off, end);
+            if (head < 0) return L_NONE;
+            int dir = fwd ? 0 : 1;
+            uint64_t prev = f->rtp[dir];
+            if ((prev & RTP_VALID) && ((prev >> 16) & 0xFFFFFFFFu) == (uint64_t)head >> 16) {
+                unsigned step = (unsigned)(((uint64_t)head & 0xFFFF) - (prev & 0xFFFF)) & 0xFFFF;
+                if (step > 0 && step <= 16) return L_RTP;
+            }
+            f->rtp[dir] = RTP_VALID | (uint64_t)head;
+        }
+    } else if (p->proto == 6 && has_port(p->sport, p->dport, 53) && is_dns_tcp(d, off, end)) {
+        return L_DNS;
+    }
+    return L_NONE;
+}
+
+static void classify(flow_t *f, const pkt_t *p, int fwd) {
+    int label = inspect(f, p, fwd);
+    if (label != L_NONE) {
+        f->app = (uint8_t)label;
+        f->classified = 1;
+        f->cls_left = 0;
+        f->rtp[0] = f->rtp[1] = 0;
+    } else if (--f->cls_left == 0) {
+        f->rtp[0] = f->rtp[1] = 0;
+    }
+}
+
+static int by_port(Core *c, int proto, uint16_t src_port, uint16_t dst_port) {
+    int t = proto == 6 ? 0 : proto == 17 ? 1 : proto == 132 ? 2 : -1;
+    if (t < 0) return L_UNKNOWN;
+    uint8_t l = c->port_tab[t][dst_port];
+    if (l == L_NONE) l = c->port_tab[t][src_port];
+    return l == L_NONE ? L_UNKNOWN : l;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* hash table and lanes                                                                  */
+
+static inline uint32_t key_hash(const fkey_t *k) {
+    uint64_t w[5], h = 0x9E3779B97F4A7C15ull;
+    memcpy(w, k, sizeof w);
+    for (int i = 0; i < 5; i++) {
+        h ^= w[i];
+        h *= 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 31;
+    }
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static uint32_t lookup(Core *c, const fkey_t *k, uint32_t h) {
+    uint32_t i = h & c->tab_mask;
+    for (;;) {
+        uint32_t e = c->tab[i];
+        if (e == 0) return NIL;
+        flow_t *f = &c->pool[e - 1];
+        if (f->hash == h && memcmp(&f->k, k, sizeof *k) == 0) return e - 1;
+        i = (i + 1) & c->tab_mask;
+    }
+}
+
+static void tab_put(uint32_t *tab, uint32_t mask, uint32_t h, uint32_t idx) {
+    uint32_t i = h & mask;
+    while (tab[i]) i = (i + 1) & mask;
+    tab[i] = idx + 1;
+}
+
+static int tab_grow(Core *c) {
+    uint32_t size = (c->tab_mask + 1) * 2;
+    uint32_t *tab = PyMem_RawCalloc(size, sizeof *tab);
+    if (tab == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (uint32_t i = 0; i <= c->tab_mask; i++)
+        if (c->tab[i]) tab_put(tab, size - 1, c->pool[c->tab[i] - 1].hash, c->tab[i] - 1);
+    PyMem_RawFree(c->tab);
+    c->tab = tab;
+    c->tab_mask = size - 1;
+    return 0;
+}
+
+static void tab_del(Core *c, uint32_t idx) {
+    uint32_t mask = c->tab_mask, i = c->pool[idx].hash & mask;
+    while (c->tab[i] != idx + 1) i = (i + 1) & mask;
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        if (c->tab[j] == 0) break;
+        uint32_t k = c->pool[c->tab[j] - 1].hash & mask;
+        /* move entry j back to the hole at i unless its home lies cyclically in (i, j] */
+        if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+            c->tab[i] = c->tab[j];
+            i = j;
+        }
+    }
+    c->tab[i] = 0;
+}
+
+static void lane_unlink(Core *c, flow_t *f) {
+    if (f->prev != NIL) c->pool[f->prev].next = f->next; else c->head[f->lane] = f->next;
+    if (f->next != NIL) c->pool[f->next].prev = f->prev; else c->tail[f->lane] = f->prev;
+}
+
+static void lane_append(Core *c, flow_t *f, uint32_t idx, int lane) {
+    f->lane = (uint8_t)lane;
+    f->next = NIL;
+    f->prev = c->tail[lane];
+    if (f->prev != NIL) c->pool[f->prev].next = idx; else c->head[lane] = idx;
+    c->tail[lane] = idx;
+}
+
+static inline void move_to_end(Core *c, flow_t *f, uint32_t idx) {
+    if (c->tail[f->lane] == idx) return;
+    lane_unlink(c, f);
+    lane_append(c, f, idx, f->lane);
+}
+
+static uint32_t flow_alloc(Core *c) {
+    if (c->free_head != NIL) {
+        uint32_t idx = c->free_head;
+        c->free_head = c->pool[idx].next;
+        return idx;
+    }
+    if (c->pool_used == c->pool_cap) {
+        uint32_t cap = c->pool_cap * 2;
+        if (cap > c->max_flows) cap = c->max_flows;
+        flow_t *pool = PyMem_RawRealloc(c->pool, (size_t)cap * sizeof *pool);
+        if (pool == NULL) {
+            PyErr_NoMemory();
+            return NIL;
+        }
+        c->pool = pool;
+        c->pool_cap = cap;
+    }
+    return c->pool_used++;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* records and hooks                                                                     */
+
+static Py_ssize_t pack_key(const flow_t *f, uint8_t *out) {
+    int alen = f->k.v6 ? 16 : 4;
+    uint8_t *o = out;
+    memcpy(o, f->k.a, alen); o += alen;
+    memcpy(o, f->k.b, alen); o += alen;
+    *o++ = f->k.pa >> 8; *o++ = f->k.pa & 0xFF;
+    *o++ = f->k.pb >> 8; *o++ = f->k.pb & 0xFF;
+    *o++ = f->k.proto;
+    *o++ = f->k.vlan >> 8; *o++ = f->k.vlan & 0xFF;
+    return o - out;
+}
+
+/* flow_id (flow/export.py): blake2b-64 of key + first_ns (8 bytes big-endian), hex.
+ * One message block is enough (the key is 15 or 39 bytes), so this is one compression. */
+static const uint64_t B2_IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL};
+static const uint8_t B2_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3}};
+
+static inline uint64_t rotr64(uint64_t x, int n) { return x >> n | x << (64 - n); }
+#define B2G(a, b, c, d, x, y)                                  \
+    do {                                                      \
+        a = a + b + (x); d = rotr64(d ^ a, 32);              \
+        c = c + d; b = rotr64(b ^ c, 24);                    \
+        a = a + b + (y); d = rotr64(d ^ a, 16);              \
+        c = c + d; b = rotr64(b ^ c, 63);                    \
+    } while (0)
+
+static void flow_id_hex(const uint8_t *key, Py_ssize_t klen, int64_t first_ns, char out[16]) {
+    uint8_t block[128];
+    uint64_t m[16], v[16], h0;
+    memset(block, 0, sizeof block);
+    memcpy(block, key, (size_t)klen);
+    for (int i = 0; i < 8; i++) block[klen + i] = (uint8_t)((uint64_t)first_ns >> (56 - 8 * i));
+    for (int i = 0; i < 16; i++) {
+        uint64_t w = 0;
+        for (int j = 7; j >= 0; j--) w = w << 8 | block[8 * i + j];
+        m[i] = w;
+    }
+    for (int i = 0; i < 8; i++) v[i] = v[i + 8] = B2_IV[i];
+    v[0] ^= 0x01010008ULL; /* digest 8 bytes, no key, fanout 1, depth 1 */
+    h0 = v[0];
+    v[12] ^= (uint64_t)(klen + 8);
+    v[14] = ~v[14];
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = B2_SIGMA[r];
+        B2G(v[0], v[4], v[8], v[12], m[s[0]], m[s[1]]);
+        B2G(v[1], v[5], v[9], v[13], m[s[2]], m[s[3]]);
+        B2G(v[2], v[6], v[10], v[14], m[s[4]], m[s[5]]);
+        B2G(v[3], v[7], v[11], v[15], m[s[6]], m[s[7]]);
+        B2G(v[0], v[5], v[10], v[15], m[s[8]], m[s[9]]);
+        B2G(v[1], v[6], v[11], v[12], m[s[10]], m[s[11]]);
+        B2G(v[2], v[7], v[8], v[13], m[s[12]], m[s[13]]);
+        B2G(v[3], v[4], v[9], v[14], m[s[14]], m[s[15]]);
+    }
+    h0 ^= v[0] ^ v[8];
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 8; i++) {
+        uint8_t byte = (uint8_t)(h0 >> (8 * i));
+        out[2 * i] = hex[byte >> 4];
+        out[2 * i + 1] = hex[byte & 15];
+    }
+}
+
+/* flow/keys.addr_text: IPv4 dotted quad; IPv6 in RFC 5952 form (what ipaddress prints),
+ * except IPv4-mapped addresses, which stay bytes for Python to format. */
+static PyObject *addr_object(const uint8_t *a, int v6) {
+    char buf[48];
+    if (!v6) {
+        snprintf(buf, sizeof buf, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+        return PyUnicode_FromString(buf);
+    }
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(a, mapped, 12) == 0) return PyBytes_FromStringAndSize((const char *)a, 16);
+    unsigned hx[8];
+    int best = -1, best_len = 0;
+    for (int i = 0; i < 8; i++) hx[i] = be16(a + 2 * i);
+    for (int i = 0; i < 8;) {
+        if (hx[i]) { i++; continue; }
+        int j = i;
+        while (j < 8 && hx[j] == 0) j++;
+        if (j - i > best_len) { best = i; best_len = j - i; }
+        i = j;
+    }
+    if (best_len < 2) best = -1;
+    char *o = buf;
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            *o++ = ':';
+            if (i == 0) *o++ = ':';
+            i += best_len - 1;
+            continue;
+        }
+        o += sprintf(o, "%x", hx[i]);
+        if (i < 7) *o++ = ':';
+    }
+    *o = 0;
+    return PyUnicode_FromString(buf);
+}
+
+/* The record form: (flow_id, seq, first, start, end, vlan, ipver, proto, src text, sport,
+ * dst text, dport, ... as below ..., reason) */
+static PyObject *record_tuple(const flow_t *f, int reason) {
+    uint8_t key[40];
+    char fid[16];
+    Py_ssize_t klen = pack_key(f, key);
+    flow_id_hex(key, klen, f->first_ns, fid);
+    const uint8_t *src = f->a_is_src ? f->k.a : f->k.b, *dst = f->a_is_src ? f->k.b : f->k.a;
+    int sport = f->a_is_src ? f->k.pa : f->k.pb, dport = f->a_is_src ? f->k.pb : f->k.pa;
+    int source = f->classified ? SRC_SIGNATURE : f->app == L_UNKNOWN ? SRC_NONE : SRC_PORT;
+    PyObject *s = addr_object(src, f->k.v6), *d = s ? addr_object(dst, f->k.v6) : NULL;
+    if (d == NULL) {
+        Py_XDECREF(s);
+        return NULL;
+    }
+    return Py_BuildValue("(s#kLLLiiiNiNiLLLLLLLLiiiiiii)", fid, (Py_ssize_t)16,
+                         (unsigned long)f->seq, (long long)f->first_ns, (long long)f->start_ns,
+                         (long long)f->last_ns, (int)f->k.vlan, f->k.v6 ? 6 : 4,
+                         (int)f->k.proto, s, sport, d, dport, (long long)f->pk[0],
+                         (long long)f->pk[1], (long long)f->by[0], (long long)f->by[1],
+                         (long long)(f->by[0] - f->l2[0]), (long long)(f->by[1] - f->l2[1]),
+                         (long long)f->pl[0], (long long)f->pl[1], f->flags & 0xFF,
+                         f->flags >> 8, (int)f->tcp_state, (int)f->app, source, (int)f->encap,
+                         reason);
+}
+
+/* (key, seq, first, start, end, vlan, ipver, proto, src, sport, dst, dport, pk_f, pk_r,
+ *  by_f, by_r, ipb_f, ipb_r, pl_f, pl_r, flags_f, flags_r, tcp_state, app, app_source,
+ *  encap, reason) */
+static PyObject *flow_tuple(const flow_t *f, int reason) {
+    uint8_t key[40];
+    Py_ssize_t klen = pack_key(f, key);
+    int alen = f->k.v6 ? 16 : 4;
+    const uint8_t *src = f->a_is_src ? f->k.a : f->k.b, *dst = f->a_is_src ? f->k.b : f->k.a;
+    int sport = f->a_is_src ? f->k.pa : f->k.pb, dport = f->a_is_src ? f->k.pb : f->k.pa;
+    int source = f->classified ? SRC_SIGNATURE : f->app == L_UNKNOWN ? SRC_NONE : SRC_PORT;
+    return Py_BuildValue("(y#kLLLiiiy#iy#iLLLLLLLLiiiiiii)", key, klen, (unsigned long)f->seq,
+                         (long long)f->first_ns, (long long)f->start_ns, (long long)f->last_ns,
+                         (int)f->k.vlan, f->k.v6 ? 6 : 4, (int)f->k.proto, src, (Py_ssize_t)alen,
+                         sport, dst, (Py_ssize_t)alen, dport, (long long)f->pk[0],
+                         (long long)f->pk[1], (long long)f->by[0], (long long)f->by[1],
+                         (long long)(f->by[0] - f->l2[0]), (long long)(f->by[1] - f->l2[1]),
+                         (long long)f->pl[0], (long long)f->pl[1], f->flags & 0xFF,
+                         f->flags >> 8, (int)f->tcp_state, (int)f->app, source, (int)f->encap,
+                         reason);
+}
+
+static int emit(Core *c, const flow_t *f, int reason) {
+    PyObject *t = record_tuple(f, reason);
+    if (t == NULL) return -1;
+    int rc = PyList_Append(c->records, t);
+    Py_DECREF(t);
+    return rc;
+}
+
+/* the packet as Python sees it: the Packet object, or a (ts, linktype, data, wire_len) frame */
+static PyObject *pkt_object(const pkt_t *p) {
+    if (p->obj) {
+        Py_INCREF(p->obj);
+        return p->obj;
+    }
+    return Py_BuildValue("(Liy#L)", (long long)p->ts, p->linktype, p->data, p->datalen,
+                         (long long)p->wire_len);
+}
+
+static PyObject *call_hook(Core *c, int event, uint32_t idx, const pkt_t *p, int arg) {
+    PyObject *obj = p ? pkt_object(p) : (Py_INCREF(Py_None), Py_None);
+    if (obj == NULL) return NULL;
+    PyObject *r = PyObject_CallFunction(c->callback, "iIOi", event, idx, obj, arg);
+    Py_DECREF(obj);
+    return r;
+}
+
+static int end_flow(Core *c, uint32_t idx, int reason) {
+    flow_t *f = &c->pool[idx];
+    lane_unlink(c, f);
+    tab_del(c, idx);
+    c->active--;
+    c->ended[reason]++;
+    int rc = emit(c, f, reason);
+    if (rc == 0 && f->wanted && c->callback != Py_None) {
+        PyObject *r = call_hook(c, EV_END, idx, NULL, reason);
+        if (r == NULL) rc = -1;
+        Py_XDECREF(r);
+    }
+    f->wanted = 0;
+    f->next = c->free_head;
+    c->free_head = idx;
+    return rc;
+}
+
+static int idle_reason(const flow_t *f) {
+    return f->tcp_state == ST_CLOSED ? R_FIN : f->tcp_state == ST_RESET ? R_RST : R_IDLE;
+}
+
+static int evict_lru(Core *c) {
+    uint32_t victim = NIL;
+    for (int l = 0; l < NLANES; l++) {
+        uint32_t h = c->head[l];
+        if (h != NIL && (victim == NIL || c->pool[h].last_ns < c->pool[victim].last_ns))
+            victim = h;
+    }
+    if (victim == NIL) return 0;
+    c->evicted++;
+    return end_flow(c, victim, R_EVICTED);
+}
+
+static void tcp_transition(Core *c, flow_t *f, uint32_t idx, int fl, int fwd) {
+    int state = f->tcp_state, nw = state;
+    if (state == ST_CLOSED || state == ST_RESET) return;
+    if (fl & TCP_RST) nw = ST_RESET;
+    else if (fl & TCP_FIN) nw = (f->flags & 0x0101) == 0x0101 ? ST_CLOSED : ST_FIN_WAIT;
+    else if (fl & TCP_SYN) {
+        if ((fl & TCP_ACK) && state == ST_SYN_SENT && !fwd) nw = ST_SYN_RECEIVED;
+    } else if ((fl & TCP_ACK) && (state == ST_SYN_RECEIVED || (state == ST_SYN_SENT && fwd)))
+        nw = ST_ESTABLISHED;
+    if (nw == state) return;
+    f->tcp_state = (uint8_t)nw;
+    int target = STATE_LANE[nw];
+    if (target != f->lane) {
+        lane_unlink(c, f);
+        lane_append(c, f, idx, target);
+    }
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* the flow table (flow/table.py)                                                        */
+
+static int start_flow(Core *c, const pkt_t *p, const fkey_t *k, uint32_t h, int a_side) {
+    if (c->active >= c->max_flows && evict_lru(c) < 0) return -1;
+    int proto = p->proto, state = ST_NONE, a_is_src = a_side, fl = 0, lane;
+    if (proto == 6) {
+        fl = p->flags;
+        if ((fl & SYN_ACK) == TCP_SYN) state = ST_SYN_SENT;
+        else if ((fl & SYN_ACK) == SYN_ACK) {
+            state = ST_SYN_RECEIVED;
+            a_is_src = !a_side;
+        } else state = ST_MIDSTREAM;
+        lane = STATE_LANE[state];
+    } else if (proto == 17) lane = LANE_UDP;
+    else if (proto == 1 || proto == 58) lane = LANE_ICMP;
+    else lane = LANE_OTHER;
+    int fwd = a_is_src == a_side, d = fwd ? 0 : 1;
+    int label = fwd ? by_port(c, proto, p->sport, p->dport) : by_port(c, proto, p->dport, p->sport);
+    if ((c->active + 1) * 2 > (int64_t)c->tab_mask + 1 && tab_grow(c) < 0) return -1;
+    uint32_t idx = flow_alloc(c);
+    if (idx == NIL) return -1;
+    flow_t *f = &c->pool[idx];
+    memset(f, 0, sizeof *f);
+    f->k = *k;
+    f->hash = h;
+    f->a_is_src = (uint8_t)a_is_src;
+    f->first_ns = f->start_ns = f->last_ns = p->ts;
+    f->pk[d] = p->frames;
+    f->by[d] = p->wire_len;
+    f->l2[d] = p->wire_len - p->ip_len;
+    f->pl[d] = p->plen;
+    f->flags = (uint16_t)(fwd ? fl : fl << 8);
+    f->tcp_state = (uint8_t)state;
+    f->app = (uint8_t)label;
+    f->cls_left = (uint8_t)c->classify_packets;
+    f->encap = p->encap;
+    tab_put(c->tab, c->tab_mask, h, idx);
+    lane_append(c, f, idx, lane);
+    c->active++;
+    c->started++;
+    c->app_pk[label][d] += p->frames;
+    c->app_by[label][d] += p->wire_len;
+    if (fl & (TCP_FIN | TCP_RST)) tcp_transition(c, f, idx, fl, fwd);
+    if (p->plen) classify(f, p, fwd);
+    if (c->callback != Py_None) {
+        PyObject *r = call_hook(c, EV_START, idx, p, fwd);
+        if (r == NULL) return -1;
+        f = &c->pool[idx];
+        f->wanted = (uint8_t)PyObject_IsTrue(r);
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static int update(Core *c, const pkt_t *p) {
+    fkey_t k;
+    int alen = p->v6 ? 16 : 4, a_side;
+    memset(&k, 0, sizeof k);
+    int cmp = memcmp(p->src, p->dst, alen);
+    if (cmp < 0 || (cmp == 0 && p->sport <= p->dport)) {
+        memcpy(k.a, p->src, alen); memcpy(k.b, p->dst, alen);
+        k.pa = p->sport; k.pb = p->dport;
+        a_side = 1;
+    } else {
+        memcpy(k.a, p->dst, alen); memcpy(k.b, p->src, alen);
+        k.pa = p->dport; k.pb = p->sport;
+        a_side = 0;
+    }
+    k.vlan = p->vlan;
+    k.proto = p->proto;
+    k.v6 = p->v6;
+    uint32_t h = key_hash(&k);
+    c->packets += p->frames;
+    uint32_t idx = lookup(c, &k, h);
+    if (idx == NIL) return start_flow(c, p, &k, h, a_side);
+    flow_t *f = &c->pool[idx];
+    int64_t ts = p->ts, gap = ts - f->last_ns;
+    if (gap >= c->idle_ns[f->lane]) {
+        if (end_flow(c, idx, idle_reason(f)) < 0) return -1;
+        return start_flow(c, p, &k, h, a_side);
+    }
+    int fl = p->flags, slow_tcp = 0;
+    if (p->proto == 6) {
+        slow_tcp = (fl & (TCP_SYN | TCP_FIN | TCP_RST)) || f->tcp_state < ST_ESTABLISHED;
+        if (slow_tcp && (fl & SYN_ACK) == TCP_SYN &&
+            (f->tcp_state == ST_CLOSED || f->tcp_state == ST_RESET)) {
+            if (end_flow(c, idx, f->tcp_state == ST_CLOSED ? R_FIN : R_RST) < 0) return -1;
+            return start_flow(c, p, &k, h, a_side);
+        }
+    }
+    if (ts - f->start_ns >= c->active_ns) {
+        if (emit(c, f, R_ACTIVE) < 0) return -1;
+        c->interim++;
+        f->seq++;
+        f->start_ns = f->last_ns = ts;
+        memset(f->pk, 0, sizeof f->pk); memset(f->by, 0, sizeof f->by);
+        memset(f->l2, 0, sizeof f->l2); memset(f->pl, 0, sizeof f->pl);
+    } else if (gap > 0) {
+        f->last_ns = ts;
+    }
+    int fwd = a_side == f->a_is_src, d = fwd ? 0 : 1;
+    f->pk[d] += p->frames;
+    f->by[d] += p->wire_len;
+    f->l2[d] += p->wire_len - p->ip_len;
+    f->pl[d] += p->plen;
+    c->app_pk[f->app][d] += p->frames;
+    c->app_by[f->app][d] += p->wire_len;
+    if (p->proto == 6) {
+        f->flags |= (uint16_t)(fwd ? fl : fl << 8);
+        if (slow_tcp) tcp_transition(c, f, idx, fl, fwd);
+    }
+    move_to_end(c, f, idx);
+    if (p->plen && f->cls_left > 0) classify(f, p, fwd);
+    if (f->wanted && c->callback != Py_None) {
+        PyObject *r = call_hook(c, EV_PACKET, idx, p, fwd);
+        if (r == NULL) return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* the common-path decoder (decode/decoder.py); 1 = hand the frame to Python             */
+
+static int decode(Core *c, pkt_t *p, const uint8_t *d, Py_ssize_t n) {
+    if (p->linktype != 1 || n < 14) return 1;
+    Py_ssize_t off = 14;
+    unsigned et = be16(d + 12);
+    int vlan = -1;
+    if (et == 0x8100 || et == 0x88A8 || et == 0x9100) {
+        int tags = 0;
+        for (;;) {
+            if (off + 4 > n || ++tags > 8) return 1;
+            unsigned tci = be16(d + off);
+            et = be16(d + off + 2);
+            off += 4;
+            if (vlan < 0) vlan = tci & 0x0FFF;
+            if (et != 0x8100 && et != 0x88A8 && et != 0x9100) break;
+        }
+    }
+    Py_ssize_t end, l4;
+    int proto;
+    if (et == 0x0800) {
+        if (off + 20 > n) return 1;
+        uint8_t vihl = d[off];
+        unsigned hlen = (vihl & 15u) << 2, total = be16(d + off + 2);
+        if (vihl >> 4 != 4 || hlen < 20 || total < hlen) return 1;
+        if (be16(d + off + 6) & 0x3FFF) return 1; /* fragment */
+        end = off + total;
+        if (end > n) return 1;
+        l4 = off + hlen;
+        proto = d[off + 9];
+        p->v6 = 0;
+        p->src = d + off + 12;
+        p->dst = d + off + 16;
+        p->ip_len = total;
+    } else if (et == 0x86DD) {
+        if (off + 40 > n || d[off] >> 4 != 6) return 1;
+        unsigned plen = be16(d + off + 4);
+        end = off + 40 + plen;
+        if (end > n) return 1;
+        proto = d[off + 6];
+        if (proto == 0 || proto == 43 || proto == 44 || proto == 51 || proto == 60 || proto == 135)
+            return 1;
+        l4 = off + 40;
+        p->v6 = 1;
+        p->src = d + off + 8;
+        p->dst = d + off + 24;
+        p->ip_len = 40 + plen;
+    } else {
+        return 1;
+    }
+    uint16_t sport = 0, dport = 0;
+    uint8_t flags = 0;
+    Py_ssize_t payload = l4;
+    if (proto == 6) {
+        if (l4 + 20 > end) return 1;
+        sport = be16(d + l4);
+        dport = be16(d + l4 + 2);
+        flags = d[l4 + 13];
+        payload = l4 + ((d[l4 + 12] >> 4) << 2);
+        if (payload < l4 + 20 || payload > end) return 1;
+    } else if (proto == 17) {
+        if (l4 + 8 > end) return 1;
+        sport = be16(d + l4);
+        dport = be16(d + l4 + 2);
+        unsigned ulen = be16(d + l4 + 4);
+        if (ulen < 8 || l4 + (Py_ssize_t)ulen > end || c->tunnel_port[dport]) return 1;
+        end = l4 + ulen;
+        payload = l4 + 8;
+    } else if (proto == 1 || proto == 58) {
+        if (l4 + 4 > end) return 1;
+        payload = l4 + 8 < end ? l4 + 8 : end;
+    } else if (proto == 132) {
+        if (l4 + 12 > end) return 1;
+        sport = be16(d + l4);
+        dport = be16(d + l4 + 2);
+        payload = l4 + 12;
+    } else if (proto == 4 || proto == 41 || proto == 47) {
+        return 1; /* tunnels */
+    }
+    p->proto = (uint8_t)proto;
+    p->sport = sport;
+    p->dport = dport;
+    p->flags = flags;
+    p->vlan = vlan >= 0 ? (uint16_t)vlan : 0;
+    p->data = d;
+    p->datalen = n;
+    p->poff = payload;
+    p->plen = end - payload;
+    p->frames = 1;
+    p->encap = 0;
+    p->obj = NULL;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* Python methods                                                                        */
+
+static PyObject *frame_tuple(int64_t ts, int linktype, const uint8_t *d, Py_ssize_t n,
+                             int64_t wl) {
+    return Py_BuildValue("(Liy#L)", (long long)ts, linktype, d, n, (long long)wl);
+}
+
+PyDoc_STRVAR(feed_pcap_doc,
+"feed_pcap(buf, off, big_endian, frac_ns, linktype, max_frames)\n"
+"-> (off, frames, status, last_ts, wire_bytes, slow_frame)\n\n"
+"Frame whole pcap records of buf from off and run them through decode and flows, until\n"
+"max_frames are done (status 0), the next record is incomplete (1), a frame needs the\n"
+"Python decoder (2: it is returned as a Frame, already counted and consumed) or a record\n"
+"header is bad (3: caplen too large, not consumed).");
+
+static PyObject *Core_feed_pcap(Core *c, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t off, max_frames;
+    int big, linktype;
+    long long frac_ns;
+    if (!PyArg_ParseTuple(args, "y*npLin", &buf, &off, &big, &frac_ns, &linktype, &max_frames))
+        return NULL;
+    const uint8_t *b = buf.buf;
+    Py_ssize_t n = buf.len, done = 0;
+    int status = S_FULL;
+    long long last_ts = 0, wire = 0;
+    PyObject *slow = NULL;
+    pkt_t p;
+    p.linktype = linktype;
+    while (done < max_frames) {
+        if (off + 16 > n) { status = S_MORE; break; }
+        const uint8_t *h = b + off;
+        uint32_t caplen = rd32(h + 8, big);
+        if (caplen > MAX_CAPLEN) { status = S_BAD; break; }
+        if (off + 16 + (Py_ssize_t)caplen > n) { status = S_MORE; break; }
+        int64_t ts = (int64_t)rd32(h, big) * 1000000000 + (int64_t)rd32(h + 4, big) * frac_ns;
+        int64_t wl = rd32(h + 12, big);
+        const uint8_t *d = h + 16;
+        off += 16 + caplen;
+        done++;
+        last_ts = ts;
+        wire += wl;
+        p.ts = ts;
+        p.wire_len = wl;
+        if (decode(c, &p, d, caplen)) {
+            slow = frame_tuple(ts, linktype, d, caplen, wl);
+            if (slow == NULL) goto fail;
+            status = S_SLOW;
+            break;
+        }
+        c->fast_frames++;
+        if (update(c, &p) < 0) goto fail;
+    }
+    PyBuffer_Release(&buf);
+    if (slow == NULL) { slow = Py_None; Py_INCREF(slow); }
+    return Py_BuildValue("(nniLLN)", off, done, status, last_ts, wire, slow);
+fail:
+    PyBuffer_Release(&buf);
+    return NULL;
+}
+
+PyDoc_STRVAR(feed_frames_doc,
+"feed_frames(frames, start) -> index\n\n"
+"Run Frames from frames[start] on through decode and flows; return the index of the first\n"
+"frame that needs the Python decoder, or len(frames).");
+
+static PyObject *Core_feed_frames(Core *c, PyObject *args) {
+    PyObject *frames;
+    Py_ssize_t i;
+    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &frames, &i)) return NULL;
+    pkt_t p;
+    for (; i < PyList_GET_SIZE(frames); i++) {
+        PyObject *fr = PyList_GET_ITEM(frames, i);
+        if (!PyTuple_Check(fr) || PyTuple_GET_SIZE(fr) != 4) {
+            PyErr_SetString(PyExc_TypeError, "a frame is a (ts_ns, linktype, data, wire_len) tuple");
+            return NULL;
+        }
+        PyObject *data = PyTuple_GET_ITEM(fr, 2);
+        if (!PyBytes_Check(data)) return PyLong_FromSsize_t(i);
+        p.ts = PyLong_AsLongLong(PyTuple_GET_ITEM(fr, 0));
+        p.linktype = (int)PyLong_AsLong(PyTuple_GET_ITEM(fr, 1));
+        p.wire_len = PyLong_AsLongLong(PyTuple_GET_ITEM(fr, 3));
+        if (PyErr_Occurred()) return NULL;
+        if (decode(c, &p, (const uint8_t *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data)))
+            return PyLong_FromSsize_t(i);
+        c->fast_frames++;
+        if (update(c, &p) < 0) return NULL;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
+static int get_ll(PyObject *o, const char *name, long long *out) {
+    PyObject *v = PyObject_GetAttrString(o, name);
+    if (v == NULL) return -1;
+    *out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+PyDoc_STRVAR(update_packets_doc,
+"update_packets(packets)\n\nAccount decoded Packet objects (from the Python decoder) to flows.");
+
+static PyObject *Core_update_packets(Core *c, PyObject *packets) {
+    PyObject *seq = PySequence_Fast(packets, "packets must be a sequence");
+    if (seq == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        long long ts, wl, vlan, ver, proto, sport, dport, flags, poff, plen, ip_len, encap, frames;
+        if (get_ll(o, "ts_ns", &ts) || get_ll(o, "wire_len", &wl) || get_ll(o, "vlan", &vlan) ||
+            get_ll(o, "ip_version", &ver) || get_ll(o, "proto", &proto) ||
+            get_ll(o, "sport", &sport) || get_ll(o, "dport", &dport) ||
+            get_ll(o, "tcp_flags", &flags) || get_ll(o, "payload_off", &poff) ||
+            get_ll(o, "payload_len", &plen) || get_ll(o, "ip_len", &ip_len) ||
+            get_ll(o, "encap", &encap) || get_ll(o, "frames", &frames))
+            goto fail;
+        PyObject *src = PyObject_GetAttrString(o, "src"), *dst = PyObject_GetAttrString(o, "dst"),
+                 *data = PyObject_GetAttrString(o, "data");
+        int ok = src && dst && data && PyBytes_Check(src) && PyBytes_Check(dst) &&
+                 PyBytes_Check(data) && PyBytes_GET_SIZE(src) == (ver == 6 ? 16 : 4) &&
+                 PyBytes_GET_SIZE(dst) == PyBytes_GET_SIZE(src);
+        int rc = -1;
+        if (!ok) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "not a decoded Packet");
+        } else {
+            pkt_t p;
+            p.ts = ts; p.wire_len = wl; p.vlan = (uint16_t)vlan; p.v6 = ver == 6;
+            p.proto = (uint8_t)proto; p.sport = (uint16_t)sport; p.dport = (uint16_t)dport;
+            p.flags = (uint8_t)flags; p.poff = (Py_ssize_t)poff; p.plen = (Py_ssize_t)plen;
+            p.ip_len = ip_len; p.encap = (uint8_t)encap; p.frames = frames;
+            p.src = (const uint8_t *)PyBytes_AS_STRING(src);
+            p.dst = (const uint8_t *)PyBytes_AS_STRING(dst);
+            p.data = (const uint8_t *)PyBytes_AS_STRING(data);
+            p.datalen = PyBytes_GET_SIZE(data);
+            p.obj = o;
+            p.linktype = -1;
+            rc = update(c, &p);
+        }
+        Py_XDECREF(src); Py_XDECREF(dst); Py_XDECREF(data);
+        if (rc < 0) goto fail;
+    }
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(seq);
+    return NULL;
+}
+
+static PyObject *Core_tick(Core *c, PyObject *arg) {
+    long long now = PyLong_AsLongLong(arg);
+    if (now == -1 && PyErr_Occurred()) return NULL;
+    long long budget = c->scan_per_tick;
+    uint32_t first = c->next_lane;
+    c->next_lane = (first + 1) % NLANES;
+    for (int i = 0; i < NLANES; i++) {
+        int lane = (first + i) % NLANES;
+        while (budget > 0 && c->head[lane] != NIL) {
+            uint32_t idx = c->head[lane];
+            flow_t *f = &c->pool[idx];
+            budget--;
+            if (now - f->last_ns < c->idle_ns[lane]) break;
+            if (end_flow(c, idx, idle_reason(f)) < 0) return NULL;
+        }
+        if (budget <= 0) break;
+    }
+    Py_RETURN_NONE;
+}
+
+static Core *sort_core;
+static int cmp_open(const void *x, const void *y) {
+    const flow_t *f = &sort_core->pool[*(const uint32_t *)x], *g = &sort_core->pool[*(const uint32_t *)y];
+    if (f->first_ns != g->first_ns) return f->first_ns < g->first_ns ? -1 : 1;
+    uint8_t ka[40], kb[40];
+    Py_ssize_t la = pack_key(f, ka), lb = pack_key(g, kb);
+    int r = memcmp(ka, kb, (size_t)(la < lb ? la : lb));
+    return r ? r : (la < lb ? -1 : la > lb);
+}
+
+static PyObject *Core_flush_all(Core *c, PyObject *Py_UNUSED(ignored)) {
+    uint32_t n = 0, *open = PyMem_RawMalloc(((size_t)c->active + 1) * sizeof *open);
+    if (open == NULL) return PyErr_NoMemory();
+    for (int l = 0; l < NLANES; l++)
+        for (uint32_t i = c->head[l]; i != NIL; i = c->pool[i].next) open[n++] = i;
+    sort_core = c;
+    qsort(open, n, sizeof *open, cmp_open);
+    for (uint32_t i = 0; i < n; i++)
+        if (end_flow(c, open[i], R_FLUSH) < 0) {
+            PyMem_RawFree(open);
+            return NULL;
+        }
+    PyMem_RawFree(open);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_take_records(Core *c, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = c->records, *fresh = PyList_New(0);
+    if (fresh == NULL) return NULL;
+    c->records = fresh;
+    return out;
+}
+
+static PyObject *Core_flow_info(Core *c, PyObject *arg) {
+    Py_ssize_t idx = PyLong_AsSsize_t(arg);
+    if (idx == -1 && PyErr_Occurred()) return NULL;
+    if (idx < 0 || idx >= c->pool_used) {
+        PyErr_SetString(PyExc_IndexError, "no such flow slot");
+        return NULL;
+    }
+    const flow_t *f = &c->pool[idx]; /* last item: -1 classified, else payload packets left */
+    return flow_tuple(f, f->classified ? -1 : f->cls_left);
+}
+
+static PyObject *Core_set_callback(Core *c, PyObject *cb) {
+    if (cb != Py_None && !PyCallable_Check(cb)) {
+        PyErr_SetString(PyExc_TypeError, "callback must be callable or None");
+        return NULL;
+    }
+    Py_INCREF(cb);
+    Py_SETREF(c->callback, cb);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_counters(Core *c, PyObject *Py_UNUSED(ignored)) {
+    PyObject *ended = Py_BuildValue("(LLLLLL)", (long long)c->ended[0], (long long)c->ended[1],
+                                    (long long)c->ended[2], (long long)c->ended[3],
+                                    (long long)c->ended[4], (long long)c->ended[5]);
+    if (ended == NULL) return NULL;
+    return Py_BuildValue("{sLsLsLsLsLsLsN}", "active", (long long)c->active, "started",
+                         (long long)c->started, "evicted", (long long)c->evicted, "interim",
+                         (long long)c->interim, "packets", (long long)c->packets, "fast_frames",
+                         (long long)c->fast_frames, "ended", ended);
+}
+
+static PyObject *Core_app_counters(Core *c, PyObject *Py_UNUSED(ignored)) {
+    PyObject *out = PyList_New(NLABELS);
+    if (out == NULL) return NULL;
+    for (int i = 0; i < NLABELS; i++) {
+        PyObject *t = Py_BuildValue("(LLLL)", (long long)c->app_pk[i][0], (long long)c->app_pk[i][1],
+                                    (long long)c->app_by[i][0], (long long)c->app_by[i][1]);
+        if (t == NULL) { Py_DECREF(out); return NULL; }
+        PyList_SET_ITEM(out, i, t);
+    }
+    return out;
+}
+
+static PyObject *Core_memory(Core *c, PyObject *Py_UNUSED(ignored)) {
+    return Py_BuildValue("(nnn)", (Py_ssize_t)sizeof(flow_t), (Py_ssize_t)c->pool_cap,
+                         (Py_ssize_t)(c->tab_mask + 1));
+}
+
+static PyMethodDef Core_methods[] = {
+    {"feed_pcap", (PyCFunction)Core_feed_pcap, METH_VARARGS, feed_pcap_doc},
+    {"feed_frames", (PyCFunction)Core_feed_frames, METH_VARARGS, feed_frames_doc},
+    {"update_packets", (PyCFunction)Core_update_packets, METH_O, update_packets_doc},
+    {"tick", (PyCFunction)Core_tick, METH_O, "tick(now_ns): end idle flows, bounded scan"},
+    {"flush_all", (PyCFunction)Core_flush_all, METH_NOARGS, "End every open flow (flush)."},
+    {"take_records", (PyCFunction)Core_take_records, METH_NOARGS, "Record tuples since last call."},
+    {"flow_info", (PyCFunction)Core_flow_info, METH_O, "flow_info(slot): an open flow's tuple"},
+    {"set_callback", (PyCFunction)Core_set_callback, METH_O, "Hook events callback or None."},
+    {"counters", (PyCFunction)Core_counters, METH_NOARGS, "Table counters as a dict."},
+    {"app_counters", (PyCFunction)Core_app_counters, METH_NOARGS,
+     "Per label: (packets_fwd, packets_rev, bytes_fwd, bytes_rev)."},
+    {"memory", (PyCFunction)Core_memory, METH_NOARGS, "(bytes per slot, pool slots, hash slots)"},
+    {NULL, NULL, 0, NULL}};
+
+static int Core_init(Core *c, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"idle_ns", "active_ns", "max_flows", "scan_per_tick",
+                             "classify_packets", "ports", "tunnel_ports", NULL};
+    PyObject *idle, *ports, *tunnels;
+    long long active;
+    unsigned long max_flows, scan, classify_packets;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!LkkkOO", kwlist, &PyTuple_Type, &idle, &active,
+                                     &max_flows, &scan, &classify_packets, &ports, &tunnels))
+        return -1;
+    if (PyTuple_GET_SIZE(idle) != NLANES || max_flows < 1 || max_flows >= NIL - 1 ||
+        classify_packets < 1 || classify_packets > 63) {
+        PyErr_SetString(PyExc_ValueError, "bad flow table parameters");
+        return -1;
+    }
+    if (c->pool != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Core is initialised once");
+        return -1;
+    }
+    for (int i = 0; i < NLANES; i++) {
+        c->idle_ns[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(idle, i));
+        c->head[i] = c->tail[i] = NIL;
+    }
+    if (PyErr_Occurred()) return -1;
+    c->active_ns = active;
+    c->max_flows = (uint32_t)max_flows;
+    c->scan_per_tick = (uint32_t)scan;
+    c->classify_packets = (uint32_t)classify_packets;
+    memset(c->port_tab, L_NONE, sizeof c->port_tab);
+    PyObject *it = PyObject_GetIter(ports), *item;
+    if (it == NULL) return -1;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int proto, port, label;
+        int ok = PyArg_ParseTuple(item, "iii", &proto, &port, &label);
+        Py_DECREF(item);
+        int t = proto == 6 ? 0 : proto == 17 ? 1 : proto == 132 ? 2 : -1;
+        if (!ok || t < 0 || port < 0 || port > 65535 || label < 0 || label >= NLABELS) {
+            Py_DECREF(it);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad port table entry");
+            return -1;
+        }
+        c->port_tab[t][port] = (uint8_t)label;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return -1;
+    it = PyObject_GetIter(tunnels);
+    if (it == NULL) return -1;
+    while ((item = PyIter_Next(it)) != NULL) {
+        long port = PyLong_AsLong(item);
+        Py_DECREF(item);
+        if (port < 0 || port > 65535) {
+            Py_DECREF(it);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad tunnel port");
+            return -1;
+        }
+        c->tunnel_port[port] = 1;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return -1;
+    c->pool_cap = c->max_flows < 1024 ? c->max_flows : 1024;
+    c->pool = PyMem_RawMalloc((size_t)c->pool_cap * sizeof(flow_t));
+    c->tab_mask = 2047;
+    c->tab = PyMem_RawCalloc(c->tab_mask + 1, sizeof(uint32_t));
+    c->records = PyList_New(0);
+    if (c->pool == NULL || c->tab == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (c->records == NULL) return -1;
+    c->free_head = NIL;
+    Py_INCREF(Py_None);
+    c->callback = Py_None;
+    return 0;
+}
+
+static void Core_dealloc(Core *c) {
+    PyMem_RawFree(c->pool);
+    PyMem_RawFree(c->tab);
+    Py_XDECREF(c->records);
+    Py_XDECREF(c->callback);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+static PyTypeObject CoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "trafficguard.fast._core.Core",
+    .tp_doc = "Decoder and flow table for the common path; records as tuples.",
+    .tp_basicsize = sizeof(Core),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Core_init,
+    .tp_dealloc = (destructor)Core_dealloc,
+    .tp_methods = Core_methods,
+};
+
+static struct PyModuleDef coremodule = {PyModuleDef_HEAD_INIT, "_core",
+    "The compiled fast path (see trafficguard/fast/__init__.py).", -1, NULL, NULL, NULL, NULL,
+    NULL};
+
+PyMODINIT_FUNC PyInit__core(void) {
+    if (PyType_Ready(&CoreType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&coremodule);
+    if (m == NULL) return NULL;
+    PyObject *labels = PyTuple_New(NLABELS);
+    if (labels == NULL) goto fail;
+    for (int i = 0; i < NLABELS; i++) {
+        PyObject *s = PyUnicode_FromString(LABELS[i]);
+        if (s == NULL) { Py_DECREF(labels); goto fail; }
+        PyTuple_SET_ITEM(labels, i, s);
+    }
+    if (PyModule_AddObject(m, "LABELS", labels) < 0) { Py_DECREF(labels); goto fail; }
+    Py_INCREF(&CoreType);
+    if (PyModule_AddObject(m, "Core", (PyObject *)&CoreType) < 0) {
+        Py_DECREF(&CoreType);
+        goto fail;
+    }
+    if (PyModule_AddIntConstant(m, "FLOW_SLOT_BYTES", (long)sizeof(flow_t)) < 0) goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,44 @@
+"""Type stub of the compiled fast path (``_core.c``)."""
+
+from collections.abc import Callable, Iterable, Sequence
+
+from trafficguard.decode.packet import Packet
+
+LABELS: tuple[str, ...]
+FLOW_SLOT_BYTES: int
+
+Frame = tuple[int, int, bytes, int]
+Row = tuple[
+    bytes, int, int, int, int, int, int, int, bytes, int, bytes, int,
+    int, int, int, int, int, int, int, int, int, int, int, int, int, int, int,
+]  # fmt: skip
+RecordRow = tuple[
+    str, int, int, int, int, int, int, int, str | bytes, int, str | bytes, int,
+    int, int, int, int, int, int, int, int, int, int, int, int, int, int, int,
+]  # fmt: skip
+
+class Core:
+    def __init__(
+        self,
+        idle_ns: tuple[int, ...],
+        active_ns: int,
+        max_flows: int,
+        scan_per_tick: int,
+        classify_packets: int,
+        ports: Iterable[tuple[int, int, int]],
+        tunnel_ports: Iterable[int],
+    ) -> None: ...
+    def feed_pcap(
+        self, buf: bytes, off: int, big_endian: bool, frac_ns: int, linktype: int,
+        max_frames: int,
+    ) -> tuple[int, int, int, int, int, Frame | None]: ...  # fmt: skip
+    def feed_frames(self, frames: list[Frame], start: int) -> int: ...
+    def update_packets(self, packets: Sequence[Packet]) -> None: ...
+    def tick(self, now_ns: int) -> None: ...
+    def flush_all(self) -> None: ...
+    def take_records(self) -> list[RecordRow]: ...
+    def flow_info(self, slot: int) -> Row: ...  # last item: classify state, not a reason
+    def set_callback(self, callback: Callable[[int, int, object, int], bool] | None) -> None: ...
+    def counters(self) -> dict[str, int | tuple[int, ...]]: ...
+    def app_counters(self) -> list[tuple[int, int, int, int]]: ...
+    def memory(self) -> tuple[int, int, int]: ...

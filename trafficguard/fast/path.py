@@ -1,0 +1,243 @@
+"""``FastPath``: the C decoder + flow table behind the interface the pipeline uses.
+
+It stands where ``FlowTable`` stands (``add_hook``, ``tick``, ``take_records``,
+``flush_all``, ``stats``) and replaces ``Decoder.decode_batch`` + ``FlowTable.update_batch``
+with ``process_frames`` (a list of Frames) or ``pcap_batches`` (raw pcap file chunks, no
+Python object per frame). Frames the C decoder does not cover are decoded one at a time by
+the pipeline's own ``Decoder`` and their packets update the C table in frame order, so
+records, decode error counts and fragment handling are those of the Python path.
+
+Hooks: every hook sees ``on_flow_start``; then its optional ``wants_packets(pkt, flow)``
+decides whether that flow's packets (``on_packet``) and end (``on_flow_end``) come back
+to Python for it. A hook without it wants every flow, as with the Python table; flows no
+hook wants cost nothing in Python after their first packet.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Final
+
+from trafficguard.capture.frames import Frame
+from trafficguard.capture.pcap import FILE_HEADER_LEN, LINKTYPE_MASK, PCAP_MAGICS
+from trafficguard.capture.pcapfile import ChunkReader
+from trafficguard.config import NS_PER_S, Config
+from trafficguard.decode.decoder import Decoder
+from trafficguard.decode.packet import Packet
+from trafficguard.errors import CaptureError
+from trafficguard.fast._core import Core
+from trafficguard.fast.records import to_records
+from trafficguard.fast.stats import FastStats
+from trafficguard.fast.view import FastFlow
+from trafficguard.flow.classify import APP_LABELS, DEFAULT_PORTS
+from trafficguard.flow.hooks import FlowHook
+from trafficguard.flow.records import FLOW_END_REASONS, FlowRecord
+from trafficguard.flow.state import DIR_FWD, DIR_REV, Flow
+
+# Core.feed_pcap status codes and hook events (enums in _core.c)
+_FULL: Final = 0
+_MORE: Final = 1
+_SLOW: Final = 2
+_BAD: Final = 3
+_EV_START: Final = 0
+_EV_PACKET: Final = 1
+_NEVER: Final = 1 << 62
+_LINKTYPE: Final = {bo: struct.Struct(bo + "I") for bo in "<>"}
+
+BatchInfo = tuple[int, int, int]  # (frames, wire bytes, ts_ns of the last frame)
+
+
+class FastPath:
+    """The compiled common path with the Python decoder for everything else."""
+
+    def __init__(self, cfg: Config, decoder: Decoder) -> None:
+        fc = cfg.flow
+        idle = fc.idle_timeout_s
+        dc = cfg.decode
+        self._core = Core(
+            idle_ns=tuple(
+                int(s * NS_PER_S)
+                for s in (
+                    idle.tcp,
+                    idle.tcp_embryonic,
+                    idle.tcp_closing,
+                    idle.udp,
+                    idle.icmp,
+                    idle.other,
+                )
+            ),
+            active_ns=int(fc.active_timeout_s * NS_PER_S),
+            max_flows=fc.max_flows,
+            scan_per_tick=fc.expiry_scan_per_tick,
+            classify_packets=fc.classify_packets,
+            ports=[
+                (proto, port, APP_LABELS.index(label))
+                for (proto, port), label in DEFAULT_PORTS.items()
+            ],
+            tunnel_ports=(*dc.vxlan_ports, *dc.geneve_ports, *dc.gtpu_ports),
+        )
+        self._decoder = decoder
+        self._hooks: tuple[FlowHook, ...] = ()
+        self._open: dict[int, tuple[FastFlow, tuple[FlowHook, ...]]] = {}
+        self._packets = Decoder(dc)  # turns fast frames into Packets for hooks only
+        self.stats = FastStats(self._core, fc.max_flows)
+
+    # -- hooks -----------------------------------------------------------------------
+    def add_hook(self, hook: FlowHook) -> None:
+        """Register an analyzer; flows only come back to Python for hooks that want them."""
+        self._hooks = (*self._hooks, hook)
+        self._core.set_callback(self._on_event)
+
+    def _packet(self, obj: object) -> Packet:
+        if isinstance(obj, Packet):
+            return obj
+        assert isinstance(obj, tuple)
+        return self._packets.decode_batch([obj])[0]
+
+    def _on_event(self, event: int, slot: int, obj: object, arg: int) -> bool:
+        """Called by the C table: a flow starts, a wanted flow's packet, a wanted flow ends."""
+        if event == _EV_START:
+            pkt = self._packet(obj)
+            view = FastFlow(self._core, slot)
+            flow = _as_flow(view)
+            for h in self._hooks:
+                h.on_flow_start(pkt, flow)
+            wanting = tuple(h for h in self._hooks if _wants(h, pkt, flow))
+            if not wanting:
+                return False
+            self._open[slot] = (view, wanting)
+            direction = DIR_FWD if arg else DIR_REV
+            for h in wanting:
+                h.on_packet(pkt, flow, direction)
+            return True
+        if event == _EV_PACKET:
+            view, wanting = self._open[slot]
+            pkt = self._packet(obj)
+            direction = DIR_FWD if arg else DIR_REV
+            for h in wanting:
+                h.on_packet(pkt, _as_flow(view), direction)
+            return True
+        view, wanting = self._open.pop(slot)
+        view.freeze()
+        for h in wanting:
+            h.on_flow_end(_as_flow(view), FLOW_END_REASONS[arg])
+        return True
+
+    # -- frames in -------------------------------------------------------------------
+    def process_frames(self, frames: list[Frame]) -> None:
+        """Decode a batch of Frames and account them to flows, in frame order."""
+        feed = self._core.feed_frames
+        n = len(frames)
+        i = feed(frames, 0)
+        while i < n:
+            self._decode_one(frames[i])
+            i = feed(frames, i + 1)
+        if frames:
+            self._batch_end(frames[-1][0])
+
+    def _decode_one(self, frame: Frame) -> None:
+        """The reference decoder on one frame; its packet (if any) updates the C table.
+
+        Fragment expiry is held back to the batch end (``_batch_end``), where
+        ``Decoder.decode_batch`` would run it for the whole batch.
+        """
+        dec = self._decoder
+        due = dec._next_expire_ns
+        dec._next_expire_ns = _NEVER
+        try:
+            packets = dec.decode_batch([frame])
+        finally:
+            dec._next_expire_ns = due
+        if packets:
+            self._core.update_packets(packets)
+
+    def _batch_end(self, last_ts_ns: int) -> None:
+        dec = self._decoder
+        if dec.fragments_held and last_ts_ns >= dec._next_expire_ns:
+            dec.expire(last_ts_ns)
+
+    def pcap_batches(self, reader: ChunkReader, buf: bytes, max_frames: int) -> Iterator[BatchInfo]:
+        """Process a classic pcap stream in batches of ``max_frames`` frames.
+
+        Mirrors ``capture.pcap.read_pcap`` (same batches, same errors at the same
+        offsets), but the C core frames the records in place and yields only
+        ``(frames, wire bytes, last ts)`` per batch, after processing it.
+        """
+        path = reader.path
+        buf = reader.fill(buf, FILE_HEADER_LEN)
+        if len(buf) < FILE_HEADER_LEN:
+            raise reader.truncated(0, "file ends inside the file header")
+        order, frac_ns = PCAP_MAGICS[buf[:4]]
+        linktype = _LINKTYPE[order].unpack_from(buf, 20)[0] & LINKTYPE_MASK
+        big = order == ">"
+        feed = self._core.feed_pcap
+        base = 0
+        off = FILE_HEADER_LEN
+        count = wire = last = 0
+        err: CaptureError | None = None
+        while True:
+            off, done, status, last_ts, w, slow = feed(
+                buf, off, big, frac_ns, linktype, max_frames - count
+            )
+            if done:
+                count += done
+                wire += w
+                last = last_ts
+            if slow is not None:
+                self._decode_one(slow)
+            if count == max_frames:
+                self._batch_end(last)
+                yield count, wire, last
+                count = wire = 0
+                continue
+            if status == _SLOW:
+                continue
+            if status == _BAD:
+                err = CaptureError(path, base + off, "record caplen too large")
+                break
+            data = reader.read()
+            if not data:
+                if off < len(buf):
+                    err = reader.truncated(base + off, "file ends inside a record")
+                else:
+                    err = reader.deferred(base + off)
+                break
+            buf = buf[off:] + data
+            base += off
+            off = 0
+        if count:
+            self._batch_end(last)
+            yield count, wire, last
+        if err is not None:
+            raise err
+
+    # -- the FlowTable interface -----------------------------------------------------
+    def tick(self, now_ns: int) -> None:
+        """End flows idle past their lane's timeout (bounded scan, as ``FlowTable.tick``)."""
+        self._core.tick(now_ns)
+
+    def flush_all(self) -> None:
+        """End every open flow with reason "flush", oldest first."""
+        self._core.flush_all()
+
+    def take_records(self) -> list[FlowRecord]:
+        """Records produced since the last call, in the order they were produced."""
+        return to_records(self._core.take_records())
+
+    @property
+    def fast_frames(self) -> int:
+        """Frames decoded by the C core (the rest went through ``Decoder``)."""
+        value = self._core.counters()["fast_frames"]
+        assert isinstance(value, int)
+        return value
+
+
+def _wants(hook: FlowHook, pkt: Packet, flow: Flow) -> bool:
+    wants = getattr(hook, "wants_packets", None)
+    return True if wants is None else bool(wants(pkt, flow))
+
+
+def _as_flow(view: FastFlow) -> Flow:
+    """Hooks are typed for ``Flow``; the view offers the same read API."""
+    return view  # type: ignore[return-value]
