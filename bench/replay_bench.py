@@ -6,6 +6,13 @@ machine, where absolute seconds are not. Tools:
 
 * ``trafficguard``: ``python -m trafficguard replay --fast --no-metrics --store TMP.db FILE``
   with this interpreter;
+* ``trafficguard-voip-off``: the same with ``voip.enabled: false``, so the difference is the
+  cost of SIP/RTP analysis (the workload is VoIP-heavy);
+* ``tg-metadata``: the compiled fast path in metadata mode (``--no-store``, VoIP and the
+  DNS analyzer off: decode, flows, classification, detectors, records);
+* ``tg-python``: the full default pipeline with the fast path off (``capture.fast_path:
+  off``), the pure-Python reference, to show what the C core buys;
+* ``tcpdump`` (``-r FILE -w /dev/null``) and ``nfpcapd`` (``-r FILE -w DIR``), when installed;
 * ``softflowd``: ``softflowd -r FILE -n 127.0.0.1:9995 -v 10`` (C flow exporter; the
   IPFIX datagrams go to a closed local port);
 * ``dpkt_loop``: a bare Python loop, ``dpkt.pcap.Reader`` + ``dpkt.ethernet.Ethernet`` per
@@ -37,7 +44,10 @@ from typing import Final
 REPO: Final = Path(__file__).resolve().parent.parent
 WORKLOAD_SCRIPT: Final = REPO / "bench" / "make_workload.py"  # copy of ../shared/bench/
 TIME: Final = "/usr/bin/time"
-TOOLS: Final = ("trafficguard", "softflowd", "dpkt_loop")
+TOOLS: Final = (
+    "trafficguard", "trafficguard-voip-off", "tg-metadata", "tg-python", "softflowd", "tcpdump",
+    "nfpcapd", "dpkt_loop",
+)  # fmt: skip
 
 
 @dataclass
@@ -139,9 +149,46 @@ def commands(pcap: Path, tmp: Path) -> dict[str, list[str]]:
             sys.executable, "-m", "trafficguard", "replay", "--fast", "--no-metrics",
             "--store", str(tmp / "bench.db"), str(pcap),
         ],
+        "trafficguard-voip-off": [
+            sys.executable, "-m", "trafficguard", "--config", str(_voip_off_config(tmp)),
+            "replay", "--fast", "--no-metrics", "--store", str(tmp / "bench-voip-off.db"),
+            str(pcap),
+        ],
+        "tg-metadata": [
+            sys.executable, "-m", "trafficguard", "--config", str(_config(tmp, "metadata")),
+            "replay", "--fast", "--no-metrics", "--no-store", str(pcap),
+        ],
+        "tg-python": [
+            sys.executable, "-m", "trafficguard", "--config", str(_config(tmp, "python")),
+            "replay", "--fast", "--no-metrics", "--store", str(tmp / "bench-python.db"),
+            str(pcap),
+        ],
         "softflowd": [softflowd_path(), "-r", str(pcap), "-n", "127.0.0.1:9995", "-v", "10"],
+        "tcpdump": [shutil.which("tcpdump") or "tcpdump", "-r", str(pcap), "-w", "/dev/null"],
+        "nfpcapd": [shutil.which("nfpcapd") or "nfpcapd", "-r", str(pcap), "-w", str(tmp)],
         "dpkt_loop": [sys.executable, str(Path(__file__).resolve()), "--dpkt-loop", str(pcap)],
     }  # fmt: skip
+
+
+CONFIGS: Final = {
+    # metadata mode: no per-packet analyzers (VoIP, DNS), no store; the fast path if built
+    "metadata": "voip:\n  enabled: false\nanalyzers:\n  dns:\n    enabled: false\n",
+    "python": "capture:\n  fast_path: \"off\"\n",  # the pure-Python reference path
+}
+
+
+def _config(tmp: Path, name: str) -> Path:
+    """A config file for one benchmark row."""
+    path = tmp / f"{name}.yaml"
+    path.write_text(CONFIGS[name])
+    return path
+
+
+def _voip_off_config(tmp: Path) -> Path:
+    """A config file that only turns the VoIP stage off."""
+    path = tmp / "voip-off.yaml"
+    path.write_text("voip:\n  enabled: false\n")
+    return path
 
 
 def run_one(tool: str, cmd: list[str], packets: int, tmp: Path) -> Result:
@@ -183,13 +230,13 @@ def run_bench(pcap: Path, tools: tuple[str, ...] = TOOLS) -> tuple[int, list[Res
 def print_table(pcap: Path, packets: int, results: list[Result]) -> None:
     """Human-readable table on stdout."""
     print(f"{packets} packets in {pcap}")
-    print(f"{'tool':<14} {'seconds':>9} {'packets/s':>12} {'peak RSS MB':>12} {'x softflowd':>12}")
+    print(f"{'tool':<21} {'seconds':>9} {'packets/s':>12} {'peak RSS MB':>12} {'x softflowd':>12}")
     for r in results:
         if not r.ok:
-            print(f"{r.tool:<14} {'FAILED':>9}  {r.error}")
+            print(f"{r.tool:<21} {'FAILED':>9}  {r.error}")
             continue
         ratio = f"{r.vs_softflowd:.3f}" if r.vs_softflowd is not None else "-"
-        print(f"{r.tool:<14} {r.seconds:>9.3f} {r.rate_pps:>12.0f} {r.peak_rss_mb:>12.1f} "
+        print(f"{r.tool:<21} {r.seconds:>9.3f} {r.rate_pps:>12.0f} {r.peak_rss_mb:>12.1f} "
               f"{ratio:>12}")  # fmt: skip
 
 

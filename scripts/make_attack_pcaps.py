@@ -34,7 +34,7 @@ class Capture:
         self.pkts: list = []
         self.sport = 20000
 
-    def add(self, t: float, layer3) -> None:  # noqa: ANN001
+    def add(self, t: float, layer3: object) -> None:
         p = Ether(src=MAC_A, dst=MAC_B) / layer3
         p.time = T0 + t
         self.pkts.append(p)
@@ -55,7 +55,9 @@ class Capture:
         )
         self.add(
             t + 0.05,
-            IP(src=srv, dst=cli) / TCP(sport=dport, dport=sp, flags="PA", ack=2 + data) / Raw(b"r" * 300),
+            IP(src=srv, dst=cli)
+            / TCP(sport=dport, dport=sp, flags="PA", ack=2 + data)
+            / Raw(b"r" * 300),
         )
         self.add(t + 0.06, IP(src=cli, dst=srv) / TCP(sport=sp, dport=dport, flags="FA"))
         self.add(t + 0.07, IP(src=srv, dst=cli) / TCP(sport=dport, dport=sp, flags="FA"))
@@ -71,8 +73,13 @@ class Capture:
         t = start
         while t < end:
             sp = self.port()
-            self.add(t, IP(src="10.1.0.6", dst="10.1.0.53") / UDP(sport=sp, dport=53) / Raw(b"d" * 40))
-            self.add(t + 0.005, IP(src="10.1.0.53", dst="10.1.0.6") / UDP(sport=53, dport=sp) / Raw(b"a" * 120))
+            self.add(
+                t, IP(src="10.1.0.6", dst="10.1.0.53") / UDP(sport=sp, dport=53) / Raw(b"d" * 40)
+            )
+            self.add(
+                t + 0.005,
+                IP(src="10.1.0.53", dst="10.1.0.6") / UDP(sport=53, dport=sp) / Raw(b"a" * 120),
+            )
             t += rng.uniform(1.0, 4.0)
         t = start
         seq = 0
@@ -88,7 +95,7 @@ class Capture:
 
 
 def ns(t: float) -> int:
-    return int(round((T0 + t) * NS))
+    return round((T0 + t) * NS)
 
 
 def syn_flood(c: Capture) -> list[dict]:
@@ -96,7 +103,10 @@ def syn_flood(c: Capture) -> list[dict]:
         t = 5.0 + i / 1000
         sp = 1024 + i
         c.add(t, IP(src="203.0.113.66", dst="10.1.0.80") / TCP(sport=sp, dport=80, flags="S"))
-        c.add(t + 0.0003, IP(src="10.1.0.80", dst="203.0.113.66") / TCP(sport=80, dport=sp, flags="SA"))
+        c.add(
+            t + 0.0003,
+            IP(src="10.1.0.80", dst="203.0.113.66") / TCP(sport=80, dport=sp, flags="SA"),
+        )
     c.background(0, 20)
     return [_label("syn_flood", "203.0.113.66", "10.1.0.80", 5.0, 6.5)]
 
@@ -114,7 +124,12 @@ def benign_syn_flood(c: Capture) -> list[dict]:
 def udp_flood(c: Capture) -> list[dict]:
     for i in range(3000):  # 3000/s, no answers, random destination ports
         t = 4.0 + i / 3000
-        c.add(t, IP(src="203.0.113.67", dst="10.1.0.81") / UDP(sport=40000 + i % 50, dport=1 + (i * 7) % 60000) / Raw(b"x" * 32))
+        c.add(
+            t,
+            IP(src="203.0.113.67", dst="10.1.0.81")
+            / UDP(sport=40000 + i % 50, dport=1 + (i * 7) % 60000)
+            / Raw(b"x" * 32),
+        )
     c.background(0, 15)
     return [_label("udp_flood", "203.0.113.67", "10.1.0.81", 4.0, 5.0)]
 
@@ -122,10 +137,25 @@ def udp_flood(c: Capture) -> list[dict]:
 def benign_udp_flood(c: Capture) -> list[dict]:
     for i in range(2400):  # a busy two-way UDP stream (game/VPN): answered packet for packet
         t = 2.0 + i / 1000
-        c.add(t, IP(src="198.51.100.30", dst="10.1.0.82") / UDP(sport=7777, dport=50000) / Raw(b"g" * 60))
-        c.add(t + 0.0004, IP(src="10.1.0.82", dst="198.51.100.30") / UDP(sport=50000, dport=7777) / Raw(b"h" * 60))
+        c.add(
+            t,
+            IP(src="198.51.100.30", dst="10.1.0.82")
+            / UDP(sport=7777, dport=50000)
+            / Raw(b"g" * 60),
+        )
+        c.add(
+            t + 0.0004,
+            IP(src="10.1.0.82", dst="198.51.100.30")
+            / UDP(sport=50000, dport=7777)
+            / Raw(b"h" * 60),
+        )
     for i in range(1800):  # a one-way burst just under the packet threshold
-        c.add(8.0 + i / 1000, IP(src="198.51.100.31", dst="10.1.0.83") / UDP(sport=9000, dport=9001) / Raw(b"v" * 100))
+        c.add(
+            8.0 + i / 1000,
+            IP(src="198.51.100.31", dst="10.1.0.83")
+            / UDP(sport=9000, dport=9001)
+            / Raw(b"v" * 100),
+        )
     c.background(0, 15)
     return []
 
@@ -133,8 +163,13 @@ def benign_udp_flood(c: Capture) -> list[dict]:
 def icmp_flood(c: Capture) -> list[dict]:
     for i in range(3000):  # 6000/s echo requests, the victim answers each
         t = 3.0 + i / 6000
-        c.add(t, IP(src="203.0.113.68", dst="10.1.0.83") / ICMP(type=8, id=99, seq=i) / Raw(b"p" * 8))
-        c.add(t + 0.0001, IP(src="10.1.0.83", dst="203.0.113.68") / ICMP(type=0, id=99, seq=i) / Raw(b"p" * 8))
+        c.add(
+            t, IP(src="203.0.113.68", dst="10.1.0.83") / ICMP(type=8, id=99, seq=i) / Raw(b"p" * 8)
+        )
+        c.add(
+            t + 0.0001,
+            IP(src="10.1.0.83", dst="203.0.113.68") / ICMP(type=0, id=99, seq=i) / Raw(b"p" * 8),
+        )
     c.background(0, 12)
     return [_label("icmp_flood", "203.0.113.68", "10.1.0.83", 3.0, 3.5)]
 
@@ -152,10 +187,20 @@ def amplification(c: Capture) -> list[dict]:
     for r in range(40):  # 40 DNS reflectors, 3 large responses each; request never seen
         for k in range(3):
             t = 6.0 + r * 0.01 + k * 0.3
-            c.add(t, IP(src=f"192.0.2.{100 + r}", dst="10.1.0.84") / UDP(sport=53, dport=33333) / Raw(b"A" * 1400))
+            c.add(
+                t,
+                IP(src=f"192.0.2.{100 + r}", dst="10.1.0.84")
+                / UDP(sport=53, dport=33333)
+                / Raw(b"A" * 1400),
+            )
     for r in range(10):  # and 10 NTP reflectors (monlist-sized)
         t = 6.5 + r * 0.01
-        c.add(t, IP(src=f"198.51.100.{200 + r}", dst="10.1.0.84") / UDP(sport=123, dport=33333) / Raw(b"N" * 468))
+        c.add(
+            t,
+            IP(src=f"198.51.100.{200 + r}", dst="10.1.0.84")
+            / UDP(sport=123, dport=33333)
+            / Raw(b"N" * 468),
+        )
     c.background(0, 15)
     return [_label("amplification", "", "10.1.0.84", 6.0, 7.1)]
 
@@ -166,8 +211,18 @@ def benign_amplification(c: Capture) -> list[dict]:
         for k in range(10):
             t = 1.0 + s * 0.1 + k * 0.5
             sp = c.port()
-            c.add(t, IP(src="10.1.0.53", dst=f"192.0.2.{50 + s}") / UDP(sport=sp, dport=53) / Raw(b"q" * 72))
-            c.add(t + 0.02, IP(src=f"192.0.2.{50 + s}", dst="10.1.0.53") / UDP(sport=53, dport=sp) / Raw(b"r" * 372))
+            c.add(
+                t,
+                IP(src="10.1.0.53", dst=f"192.0.2.{50 + s}")
+                / UDP(sport=sp, dport=53)
+                / Raw(b"q" * 72),
+            )
+            c.add(
+                t + 0.02,
+                IP(src=f"192.0.2.{50 + s}", dst="10.1.0.53")
+                / UDP(sport=53, dport=sp)
+                / Raw(b"r" * 372),
+            )
     c.background(0, 15)
     return []
 
@@ -179,10 +234,19 @@ def port_scan(c: Capture) -> list[dict]:
         sp = 45000
         c.add(t, IP(src="203.0.113.69", dst="10.1.0.85") / TCP(sport=sp, dport=port, flags="S"))
         if port in open_ports:
-            c.add(t + 0.0005, IP(src="10.1.0.85", dst="203.0.113.69") / TCP(sport=port, dport=sp, flags="SA"))
-            c.add(t + 0.0007, IP(src="203.0.113.69", dst="10.1.0.85") / TCP(sport=sp, dport=port, flags="R"))
+            c.add(
+                t + 0.0005,
+                IP(src="10.1.0.85", dst="203.0.113.69") / TCP(sport=port, dport=sp, flags="SA"),
+            )
+            c.add(
+                t + 0.0007,
+                IP(src="203.0.113.69", dst="10.1.0.85") / TCP(sport=sp, dport=port, flags="R"),
+            )
         else:
-            c.add(t + 0.0005, IP(src="10.1.0.85", dst="203.0.113.69") / TCP(sport=port, dport=sp, flags="RA"))
+            c.add(
+                t + 0.0005,
+                IP(src="10.1.0.85", dst="203.0.113.69") / TCP(sport=port, dport=sp, flags="RA"),
+            )
     c.background(0, 15)
     return [_label("port_scan", "203.0.113.69", "10.1.0.85", 5.0, 5.4)]
 
@@ -197,7 +261,10 @@ def benign_port_scan(c: Capture) -> list[dict]:
     for port in (8080, 8443):
         sp = c.port()
         c.add(t, IP(src="10.1.0.10", dst="198.51.100.40") / TCP(sport=sp, dport=port, flags="S"))
-        c.add(t + 0.001, IP(src="198.51.100.40", dst="10.1.0.10") / TCP(sport=port, dport=sp, flags="RA"))
+        c.add(
+            t + 0.001,
+            IP(src="198.51.100.40", dst="10.1.0.10") / TCP(sport=port, dport=sp, flags="RA"),
+        )
         t += 0.3
     c.background(0, 15)
     return []
@@ -307,4 +374,8 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "tests/data/attacks")
+    main(
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).resolve().parents[1] / "tests/data/attacks"
+    )

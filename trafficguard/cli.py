@@ -55,7 +55,7 @@ MAIN_EPILOG = f"""\
 commands:
   replay         read pcap/pcapng files through the pipeline into the store
   run            capture live from network interfaces (the daemon)
-  query          read stored records (flows, calls, registrations, rtp)
+  query          read stored records (flows, calls, registrations, rtp, alerts)
   check-config   validate a configuration file and print every problem
   keys           create or rotate pseudonym and audit keys (keys init)
   grant          create, sign, verify, list and revoke content-inspection grants
@@ -270,6 +270,7 @@ def _build_parser() -> argparse.ArgumentParser:
     qf.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     qf.set_defaults(func=cmd_query_flows)
     _add_voip_queries(qsub)
+    _add_alert_query(qsub)
 
     cp = sub.add_parser(
         "check-config",
@@ -822,5 +823,112 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+# -- query alerts (detection engine) ---------------------------------------------------------
+ALERTS_EPILOG = """\
+An alert has one record per state change: open (seq 0), updated (at most every
+detect.alerts.update_interval_s of packet time while the activity lasts) and resolved.
+This lists the latest record of each alert, newest activity first. Sources outside
+home_networks are shown in clear; subscribers as pseudonyms. --since/--until select
+alerts whose activity overlaps the range.
+
+examples:
+  trafficguard query alerts --since 2h
+  trafficguard query alerts --detector port_scan --severity medium --json | jq .evidence
+"""
+
+
+def _add_alert_query(qsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    qa = qsub.add_parser(
+        "alerts",
+        help="alerts from the detectors",
+        description="Read alerts (latest state of each) from the SQLite store.",
+        epilog=ALERTS_EPILOG + "\n" + QUERY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    qa.add_argument("--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)")
+    qa.add_argument("--since", metavar="TIME", help="alerts active at or after TIME")
+    qa.add_argument("--until", metavar="TIME", help="alerts that started before TIME")
+    qa.add_argument("--detector", metavar="NAME", help="only this detector (e.g. syn_flood)")
+    qa.add_argument(
+        "--severity",
+        choices=("info", "low", "medium", "high", "critical"),
+        help="only alerts of this severity or higher",
+    )
+    qa.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="at most N alerts (default 50)"
+    )
+    qa.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    qa.set_defaults(func=cmd_query_alerts)
+
+
+def cmd_query_alerts(args: argparse.Namespace) -> int:
+    from trafficguard.detect.alerts import AlertRecord
+    from trafficguard.detect.base import SEVERITIES
+    from trafficguard.sinks.sqlite import count_records, query_records
+
+    cfg: Config = args.cfg
+    path = Path(args.store) if args.store else cfg.store.sqlite.path
+    if not path.exists():
+        _err(f"{path}: no such store (run 'trafficguard replay' first, or pass --store)")
+        return EXIT_FAILURE
+    try:
+        since = parse_time_ns(args.since) if args.since else None
+        until = parse_time_ns(args.until) if args.until else None
+    except ValueError as err:
+        _err(str(err))
+        return EXIT_USAGE
+    if args.limit < 1:
+        _err("--limit must be at least 1")
+        return EXIT_USAGE
+    rows = (
+        query_records(
+            path,
+            kind="alert",
+            since_ns=since,
+            until_ns=until,
+            limit=None,
+            order="last_seen_ns",
+            descending=True,
+        )
+        if count_records(path, "alert")
+        else []
+    )
+    floor = SEVERITIES.index(args.severity) if args.severity else 0
+    latest: dict[str, AlertRecord] = {}
+    for rec in rows:
+        if not isinstance(rec, AlertRecord):
+            continue
+        if args.detector and rec.detector != args.detector:
+            continue
+        if SEVERITIES.index(rec.severity) < floor:
+            continue
+        known = latest.get(rec.alert_id)
+        if known is None or rec.seq > known.seq:  # the latest state of each alert
+            latest[rec.alert_id] = rec
+    alerts = sorted(latest.values(), key=lambda r: (-r.last_seen_ns, r.alert_id))[: args.limit]
+    out = sys.stdout
+    if args.json:
+        enc = msgspec.json.Encoder()
+        for rec in alerts:
+            out.write(enc.encode(rec).decode() + "\n")
+        return EXIT_OK
+    row = "{:<23} {:<14} {:<8} {:<8} {:<24} {:<24} {}"
+    print(row.format("last seen (UTC)", "detector", "severity", "status", "source", "target",
+                     "rule"), file=out)  # fmt: skip
+    for r in alerts:
+        seen = dt.datetime.fromtimestamp(r.last_seen_ns / 1e9, tz=dt.UTC).strftime(
+            "%Y-%m-%d %H:%M:%S.%f"
+        )[:23]
+        print(
+            row.format(seen, r.detector, r.severity, r.status, r.source or "-", r.target or "-",
+                       r.rule),
+            file=out,
+        )  # fmt: skip
+    if not alerts:
+        print("(no alerts match)", file=out)
+    return EXIT_OK
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
+

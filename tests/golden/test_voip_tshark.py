@@ -137,7 +137,10 @@ def test_sip_methods_and_codes_match_tshark(name: str, keys: SensorKeys) -> None
 def test_websocket_difference_is_what_tshark_sees_inside_websocket() -> None:
     """The pinned WebSocket-only counts are tshark's own, not numbers typed in to pass."""
     rows = sip_fields(
-        "heplify-sip-tcp-websocket.pcap", "sip.Method", "sip.Status-Code", display="sip && websocket"
+        "heplify-sip-tcp-websocket.pcap",
+        "sip.Method",
+        "sip.Status-Code",
+        display="sip && websocket",
     )
     methods = Counter(r[0] for r in rows if r[0])
     codes = Counter(int(r[1]) for r in rows if r[1])
@@ -145,7 +148,8 @@ def test_websocket_difference_is_what_tshark_sees_inside_websocket() -> None:
 
 
 def _tshark_calls(name: str) -> dict[str, int]:
-    """Call-ID of every initial INVITE -> last final response to its INVITEs (0 = none)."""
+    """Call-ID of every initial INVITE -> its final response: the first 2xx, else the last
+    final response to its INVITEs (0 = none)."""
     rows = sip_fields(
         name, "sip.Call-ID", "sip.Method", "sip.Status-Code", "sip.to.tag", "sip.CSeq.method"
     )
@@ -153,9 +157,14 @@ def _tshark_calls(name: str) -> dict[str, int]:
     for call_id, method, status, to_tag, cseq_method in rows:
         if method == "INVITE" and not to_tag:
             calls.setdefault(call_id, 0)
-        elif status and int(status) >= 200 and cseq_method == "INVITE" and call_id in calls:
-            if calls[call_id] == 0 or int(status) >= 300 or not 200 <= calls[call_id] < 300:
-                calls[call_id] = int(status)
+        elif (
+            status
+            and int(status) >= 200
+            and cseq_method == "INVITE"
+            and call_id in calls
+            and not 200 <= calls[call_id] < 300  # the first 2xx answers the call for good
+        ):
+            calls[call_id] = int(status)
     return calls
 
 
@@ -259,10 +268,7 @@ def test_no_sip_identity_in_records_or_metrics(name: str, keys: SensorKeys) -> N
     assert canaries, f"tshark found no SIP identities in {name}"
     r = run(name, keys)
     texts = [
-        s
-        for rec in r.records
-        for f in rec.__struct_fields__
-        for s in _strings(getattr(rec, f))
+        s for rec in r.records for f in rec.__struct_fields__ for s in _strings(getattr(rec, f))
     ]
     labels = re.findall(r'="([^"]*)"', r.exposition)
     for canary in canaries:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import random
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from trafficguard.config import NS_PER_S, DetectConfig
-from trafficguard.detect.alerts import AlertManager, AlertPolicy, AlertRecord, PrefixSet, alert_id_of
+from trafficguard.detect.alerts import (
+    AlertManager,
+    AlertPolicy,
+    AlertRecord,
+    PrefixSet,
+    alert_id_of,
+)
 from trafficguard.detect.base import Detector, DetectorEnv
 from trafficguard.detect.sketch import DistinctCounter, LruMap, SpaceSaving
 from trafficguard.detect.stage import DetectStage, alerts_of
@@ -30,7 +37,9 @@ class ClearSubjects:
         return False
 
 
-def _report(mgr: AlertManager, t_s: float, key: str = "k", severity: str = "medium", **kw: str) -> None:
+def _report(
+    mgr: AlertManager, t_s: float, key: str = "k", severity: str = "medium", **kw: str
+) -> None:
     mgr.report(
         "test_detector",
         key,
@@ -54,7 +63,7 @@ def test_alert_opens_updates_at_most_every_interval_and_resolves_when_quiet() ->
     assert [r.status for r in out] == ["open", "updated", "updated", "updated"]
     assert [r.seq for r in out] == [0, 1, 2, 3]
     assert len({r.alert_id for r in out}) == 1
-    gaps = [(b.last_seen_ns - a.last_seen_ns) / S for a, b in zip(out, out[1:], strict=False)]
+    gaps = [(b.last_seen_ns - a.last_seen_ns) / S for a, b in pairwise(out)]
     assert all(g >= 60 for g in gaps)
     mgr.tick(int((1195 + 119) * S))  # not quiet long enough: only the pending update
     (pending,) = mgr.take()

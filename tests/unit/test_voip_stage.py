@@ -8,8 +8,10 @@ the call, registration, RTP stream and KPI interval records and the metrics.
 
 from __future__ import annotations
 
+import json
 import struct
-from collections.abc import Sequence
+import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -487,3 +489,52 @@ def test_python_flow_table_and_fast_path_give_the_same_voip_records(
         results.append([r for r in records if isinstance(r, voip_kinds)])
     assert len(results[0]) == 1 + 2 + 1  # call, two streams, one interval
     assert results[0] == results[1]
+
+
+def test_query_commands_filter_and_show_pseudonyms_only(
+    tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    cap = Capture()
+    answered_call(cap, "q1@ua")
+    rtp_stream(cap, 3.05, (UA, 30000), (PROXY, 40000), 0x41, 100)  # clean: MOS 4.41
+    rtp_stream(cap, 3.06, (PROXY, 40000), (UA, 30000), 0x42, 100, skip=range(0, 100, 4))
+    inv = f"INVITE sip:{CALLEE}@example.net SIP/2.0"
+    cap.udp(20.0, (UA, 5060), (PROXY, 5060), sip(inv, "q2@ua", "1 INVITE"))
+    cap.udp(20.3, (PROXY, 5060), (UA, 5060), sip("SIP/2.0 486 Busy Here", "q2@ua", "1 INVITE"))
+    reg = "REGISTER sip:example.net SIP/2.0"
+    cap.udp(21.0, (UA, 5060), (PROXY, 5060), sip(reg, "q3@ua", "1 REGISTER", to_user=CALLER))
+    ok = sip("SIP/2.0 200 OK", "q3@ua", "1 REGISTER", to_user=CALLER, extra=("Expires: 60",))
+    cap.udp(21.1, (PROXY, 5060), (UA, 5060), ok)
+    pcap = cap.write(tmp_path / "query.pcap")
+    store = tmp_path / "store.db"
+    cfg = tmp_path / "tg.yaml"
+    cfg.write_text(f"privacy:\n  keys_dir: {tmp_path / 'keys'}\n")
+    replayed = run_cli("--config", cfg, "replay", "-q", "--no-metrics", "--store", store, pcap)
+    assert replayed.returncode == 0, replayed.stderr
+
+    def query(*args: str) -> list[dict[str, object]]:
+        proc = run_cli("--config", cfg, "query", *args, "--store", store, "--json")
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line) for line in proc.stdout.splitlines()]
+
+    calls = query("calls")
+    assert sorted(c["final_code"] for c in calls) == [200, 486]
+    assert [c["final_code"] for c in query("calls", "--final-code", "486")] == [486]
+    answered = query("calls", "--answered")
+    assert [c["end_reason"] for c in answered] == ["bye"]
+    streams = query("rtp")
+    assert sorted(s["ssrc"] for s in streams) == [0x41, 0x42]
+    bad = query("rtp", "--mos-below", "4")
+    assert [s["ssrc"] for s in bad] == [0x42] and bad[0]["lost"] == 25
+    assert bad[0]["call_id_hash"] == answered[0]["call_id_hash"]
+    (registration,) = query("registrations")
+    assert (registration["result_code"], registration["expires_s"]) == (200, 60)
+
+    table = run_cli("--config", cfg, "query", "calls", "--store", store)
+    assert table.returncode == 0, table.stderr
+    assert "busy" in table.stdout and "international" in table.stdout
+    for text in (table.stdout, json.dumps(calls), json.dumps(streams), json.dumps(registration)):
+        for identity in (CALLER, CALLEE, CALLER[1:], "example.net", "q1@ua", "Alice"):
+            assert identity not in text
+    usage = run_cli("query", "rtp", "--store", store, "--limit", "0")
+    assert usage.returncode == 2

@@ -129,7 +129,7 @@ class PortScanDetector(Detector):
         top = walk.top_hosts.top(1)
         target = top[0][0] if hosts == 1 or walk.top_hosts.share(top[0][0]) >= 0.5 else ""
         why = (
-            f"likelihood ratio {math.exp(walk.llr):.0f} >= {math.exp(self.upper):.0f}"
+            f"log likelihood ratio {walk.llr:.1f} >= ln({math.exp(self.upper):.0f})"
             if walk.llr >= self.upper
             else f"{len(walk.stealth_ports)} ports probed with NULL/FIN/Xmas packets"
         )
@@ -152,8 +152,8 @@ class PortScanDetector(Detector):
                 "ports": len(walk.ports),
                 "hosts": hosts,
                 "stealth_ports": len(walk.stealth_ports),
-                "likelihood_ratio": round(math.exp(min(walk.llr, 700.0)), 1),
-                "threshold_ratio": round(math.exp(self.upper), 1),
+                "log_likelihood_ratio": round(walk.llr, 2),
+                "threshold_log_ratio": round(self.upper, 2),
                 "threshold_ports": cfg.min_ports,
                 "threshold_stealth_ports": cfg.min_stealth_ports,
             },

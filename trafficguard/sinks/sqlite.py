@@ -498,7 +498,7 @@ def query_records(
     until_ns: int | None = None,
     app: str | None = None,
     limit: int | None = 100,
-    order: str = "start_ns",
+    order: str | None = None,
     descending: bool = False,
     filters: Sequence[tuple[str, str, Any]] = (),
 ) -> list[FlowRecord]: ...
@@ -513,7 +513,7 @@ def query_records(
     until_ns: int | None = None,
     app: str | None = None,
     limit: int | None = 100,
-    order: str = "start_ns",
+    order: str | None = None,
     descending: bool = False,
     filters: Sequence[tuple[str, str, Any]] = (),
 ) -> list[msgspec.Struct]: ...
@@ -527,19 +527,22 @@ def query_records(
     until_ns: int | None = None,
     app: str | None = None,
     limit: int | None = 100,
-    order: str = "start_ns",
+    order: str | None = None,
     descending: bool = False,
     filters: Sequence[tuple[str, str, Any]] = (),
 ) -> list[FlowRecord] | list[msgspec.Struct]:
     """Typed records of one kind whose time range overlaps [since_ns, until_ns).
 
     A record matches when its end >= ``since_ns`` and its start < ``until_ns``. Results
-    are ordered by ``order`` (a column name), then by primary key; ``limit=None`` = all.
+    are ordered by ``order`` (a column name; default: the kind's start-time column), then
+    by primary key; ``limit=None`` = all.
     ``filters`` are ``(column, op, value)`` conditions ANDed together, ``op`` one of
     ``FILTER_OPS`` (``value`` is ignored for the null tests).
     """
     spec = _spec_of(path, kind)
     names = spec.column_names
+    if order is None:  # the kind's own start time, else its key
+        order = spec.time_range[0] if spec.time_range is not None else spec.primary_key[0]
     if order not in names:
         raise _store_error(path, f"cannot order {kind} records by {order!r}")
     where: list[str] = []

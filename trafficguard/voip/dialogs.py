@@ -162,8 +162,8 @@ class _Call:
     """State of one call between messages: pseudonyms, times, tags; no raw identities."""
 
     __slots__ = (
-        "answer_ns",
         "acked",
+        "answer_ns",
         "answer_tag",
         "attempt_ns",
         "attempts",

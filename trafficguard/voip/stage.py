@@ -67,6 +67,7 @@ _RTP_MIN_PORT: Final = 1024
 _MAX_RTCP_SOURCES: Final = 65536  # SSRCs whose latest RTCP figures are remembered
 _SEQ_MASK: Final = 0xFFFFFFFF
 _TCP_PORTS_SEQ: Final = struct.Struct("!HHI")
+_RTP_FIXED: Final = struct.Struct("!BBHII")
 _SCTP_DATA: Final = 0
 MAX_SCTP_MESSAGE: Final = MAX_HEADER_BYTES + MAX_BODY_BYTES
 _VOIP_PROTOS: Final = frozenset({PROTO_UDP, PROTO_TCP, PROTO_SCTP})
@@ -248,7 +249,7 @@ class _SipSctp(_Handler):
 class _Media(_Handler):
     """RTP (and RTCP multiplexed on the same port) of one UDP flow, both directions.
 
-    ``verdicts`` is None once the flow is known to be RTP (announced by SDP or confirmed
+    ``heuristics`` is None once the flow is known to be RTP (announced by SDP or confirmed
     by the heuristic); before that, one ``RtpHeuristic`` per direction decides and the
     packets are metered meanwhile, so a confirmed stream misses none of its first ones.
     """
@@ -277,10 +278,20 @@ class _Media(_Handler):
 
     def packet(self, pkt: Packet, direction: str) -> None:
         off = pkt.payload_off
-        end = off + pkt.payload_len
+        n = pkt.payload_len
         data = pkt.data
         i = 0 if direction == DIR_FWD else 1
         heuristics = self.heuristics
+        if heuristics is None and n >= 12 and data[off] == 0x80:
+            # The common case inline: RTP v2 without padding, extension or CSRCs, of an
+            # SSRC already known (no header object, two calls fewer per packet).
+            _, b1, seq, rtp_ts, ssrc = _RTP_FIXED.unpack_from(data, off)
+            stats = self.streams[i].streams.get(ssrc)
+            pt = b1 & 0x7F
+            if stats is not None and not 72 <= pt <= 76:
+                stats.observe(pkt.ts_ns, seq, rtp_ts, pt, n - 12)
+                return
+        end = off + n
         if heuristics is not None:
             verdict = heuristics[i].feed(data, off, end)
             if verdict == NOT_RTP:
@@ -289,8 +300,13 @@ class _Media(_Handler):
             if verdict == IS_RTP:
                 self.heuristics = None
                 self.stage.media_confirmed(self)
-        if not self.streams[i].observe_packet(pkt.ts_ns, data, off, end) and heuristics is None:
-            self.stage.rtcp_packet(pkt.ts_ns, data, off, end)  # RTCP muxed (RFC 5761)
+        if (
+            not self.streams[i].observe_packet(pkt.ts_ns, data, off, end)
+            and heuristics is None
+            and end - off >= 8
+            and 200 <= data[off + 1] <= 204  # RTCP muxed on the RTP port (RFC 5761)
+        ):
+            self.stage.rtcp_packet(pkt.ts_ns, data, off, end)
 
     def tie(self, call_id_hash: str, rtpmap: dict[int, tuple[str, int]]) -> None:
         """SDP announced this flow after it started: tie it to the call."""
