@@ -22,8 +22,9 @@ fmt: setup        ## format and autofix
 golden: setup     ## golden tests against tshark and the real captures
 	$(PY) -m pytest -q -m golden $(ARGS)
 
-bench: setup      ## replay benchmark (PACKETS=1000000 by default)
+bench: setup      ## replay benchmark (PACKETS=1000000 by default), then linearity + bytes/flow
 	bench/run.sh --packets $(or $(PACKETS),1000000) $(ARGS)
+	$(PY) bench/linearity.py
 
 demo:             ## replay pcaps/ into var/ and serve /metrics on :9108
 	scripts/demo.sh $(ARGS)

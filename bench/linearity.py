@@ -29,7 +29,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 WORK = REPO / "bench" / "work"
-METADATA = "voip:\n  enabled: false\nanalyzers:\n  dns:\n    enabled: false\n"
+METADATA = (  # the replay_bench "tg-metadata" row: no analyzers, detectors or gate
+    "voip: {enabled: false}\nanalyzers: {dns: {enabled: false}}\n"
+    "detect: {enabled: false}\nescalation: {enabled: false}\n"
+)
 LENGTHS = (500_000, 1_000_000, 2_000_000, 4_000_000)
 FLOWS = (10_000, 100_000, 1_000_000)
 

@@ -151,8 +151,15 @@ class Worker:
             return
         self.capture = capture
         capture.stop_requested = self.stop_requested
-        stages = build_stages(build_context(self.cfg, self.keys))
-        pipeline = Pipeline(self.cfg, [("parent", ParentSink(self.out, self.index))], stages=stages)
+        ctx = build_context(self.cfg, self.keys)
+        stages = build_stages(ctx)
+        # the privacy edge runs in the worker: records cross to the parent already pseudonymized
+        pipeline = Pipeline(
+            self.cfg,
+            [("parent", ParentSink(self.out, self.index))],
+            stages=stages,
+            record_transform=ctx.record_transform,
+        )
         self.out.put(("ready", self.index, capture.backend))
         try:
             self._loop(capture, pipeline)
@@ -408,7 +415,19 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------------------
     def validate(self, cfg: Config) -> None:
-        """Interfaces exist and the filter compiles for each (LiveCaptureError/FilterError)."""
+        """Interfaces exist and the filter compiles for each (LiveCaptureError/FilterError).
+
+        The escalation gate keeps one hash-chained audit log; N worker processes would write
+        N interleaved chains into it, so escalation needs ``live.workers: 1`` for now.
+        """
+        if cfg.escalation.enabled and cfg.live.workers > 1:
+            raise ConfigError(
+                "configuration",
+                [
+                    "at $.live.workers: escalation.enabled needs live.workers: 1 "
+                    "(the audit log is one hash chain, written by one process)"
+                ],
+            )
         self._linktypes = {linktype_of(i) for i in self.interfaces}
         for linktype in self._linktypes:
             filter_program(cfg.live.bpf_filter, linktype, cfg.live.snaplen)

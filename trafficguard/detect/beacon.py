@@ -13,7 +13,7 @@ pair (ring buffers of ints).
 
 from __future__ import annotations
 
-from collections import deque
+from array import array
 from itertools import pairwise
 from statistics import median
 
@@ -68,12 +68,22 @@ def beacon_score(starts_s: list[float], sizes: list[int]) -> dict[str, float]:
 
 
 class _Pair:
+    """Latest connection starts and sizes of one pair (int arrays: ~8 bytes a sample)."""
+
     __slots__ = ("count", "sizes", "starts")
 
-    def __init__(self, samples: int) -> None:
+    def __init__(self) -> None:
         self.count = 0
-        self.starts: deque[int] = deque(maxlen=samples)
-        self.sizes: deque[int] = deque(maxlen=samples)
+        self.starts = array("q")
+        self.sizes = array("q")
+
+    def add(self, start_ns: int, size: int, samples: int) -> None:
+        self.count += 1
+        self.starts.append(start_ns)
+        self.sizes.append(size)
+        if len(self.starts) > samples:
+            del self.starts[0]
+            del self.sizes[0]
 
 
 class BeaconDetector(Detector):
@@ -91,11 +101,8 @@ class BeaconDetector(Detector):
         if rec.seq or rec.proto not in (PROTO_TCP, PROTO_UDP) or rec.dst_port in self.ignore:
             return
         key = (rec.src_addr, rec.dst_addr)
-        samples = self.cfg.max_samples
-        pair = self.pairs.setdefault(key, lambda: _Pair(samples))
-        pair.count += 1
-        pair.starts.append(rec.first_seen_ns)
-        pair.sizes.append(rec.bytes_fwd)
+        pair = self.pairs.setdefault(key, _Pair)
+        pair.add(rec.first_seen_ns, rec.bytes_fwd, self.cfg.max_samples)
         cfg = self.cfg
         if len(pair.starts) < cfg.min_connections or pair.count % 4:
             return

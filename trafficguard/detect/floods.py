@@ -92,17 +92,35 @@ class _VictimDetector(Detector):
 
     window_ns: int
 
-    def __init__(self, env: DetectorEnv, window_s: float) -> None:
+    def __init__(self, env: DetectorEnv, window_s: float, promote_at: int, field: str) -> None:
         super().__init__(env)
         self.window_ns = int(window_s * NS_PER_S)
         self.victims: LruMap[str, VictimWindow] = LruMap(env.max_keys)
+        # two stages: a victim is first a 3-int list [window start, amount, first ns];
+        # only past ``promote_at`` (1/20 of the alert threshold) does it get a full window
+        self.light: LruMap[str, list[int]] = LruMap(env.max_keys)
+        self.promote_at = max(promote_at, 1)
+        self.field = field  # the VictimWindow counter the light stage's amount carries into
 
-    def window(self, victim: str, ts_ns: int) -> VictimWindow:
-        st = self.victims.setdefault(victim, lambda: VictimWindow(ts_ns))
-        if ts_ns - st.window_start_ns >= self.window_ns:
-            st = VictimWindow(ts_ns)
+    def window(self, victim: str, ts_ns: int, amount: int, first_ns: int) -> VictimWindow | None:
+        """The victim's full window, or None while its amount is below ``promote_at``."""
+        st = self.victims.get(victim)
+        if st is not None:
+            if ts_ns - st.window_start_ns < self.window_ns:
+                return st
             self.victims.pop(victim)
-            self.victims.setdefault(victim, lambda: st)
+        light = self.light.setdefault(victim, lambda: [ts_ns, 0, first_ns])
+        if ts_ns - light[0] >= self.window_ns:
+            light[0], light[1], light[2] = ts_ns, 0, first_ns
+        light[1] += amount
+        light[2] = min(light[2], first_ns)
+        if light[1] < self.promote_at:
+            return None
+        self.light.pop(victim)
+        st = VictimWindow(light[0])
+        st.first_ns = light[2]
+        setattr(st, self.field, light[1] - amount)  # this record is added by the caller
+        self.victims.setdefault(victim, lambda: st)
         return st
 
     def tick(self, now_ns: int) -> None:
@@ -115,12 +133,19 @@ class _VictimDetector(Detector):
             stale.append(victim)
         for victim in stale:
             self.victims.pop(victim)
+        stale = []
+        for victim, light in self.light.oldest():
+            if now_ns - light[0] < window:
+                break
+            stale.append(victim)
+        for victim in stale:
+            self.light.pop(victim)
 
     def state_keys(self) -> int:
-        return len(self.victims)
+        return len(self.victims) + len(self.light)
 
     def evicted_keys(self) -> int:
-        return self.victims.evicted
+        return self.victims.evicted + self.light.evicted
 
 
 class SynFloodDetector(_VictimDetector):
@@ -130,7 +155,7 @@ class SynFloodDetector(_VictimDetector):
     name = "syn_flood"
 
     def __init__(self, env: DetectorEnv, cfg: SynFloodConfig) -> None:
-        super().__init__(env, cfg.window_s)
+        super().__init__(env, cfg.window_s, cfg.min_half_open // 20, "packets")
         self.cfg = cfg
 
     def on_flow(self, rec: FlowRecord) -> None:
@@ -139,7 +164,9 @@ class SynFloodDetector(_VictimDetector):
         fl = rec.tcp_flags_fwd
         if not fl & TCP_SYN or fl & TCP_ACK or rec.payload_bytes_fwd:
             return
-        st = self.window(rec.dst_addr, rec.end_ns)
+        st = self.window(rec.dst_addr, rec.end_ns, 1, rec.start_ns)
+        if st is None:
+            return
         st.add(rec, rec.src_addr, 1)
         if len(st.ports) <= self.cfg.max_ports:
             st.ports.add(rec.dst_port)
@@ -181,7 +208,7 @@ class PacketFloodDetector(_VictimDetector):
     """UDP or ICMP packets to one victim above a rate, with few answers (UDP)."""
 
     def __init__(self, env: DetectorEnv, cfg: FloodConfig, name: str, protos: tuple[int, ...]):
-        super().__init__(env, cfg.window_s)
+        super().__init__(env, cfg.window_s, cfg.min_packets // 20, "packets")
         self.cfg = cfg
         self.name = name  # type: ignore[misc]  # one class, two closed-set names
         self.protos = frozenset(protos)
@@ -192,7 +219,9 @@ class PacketFloodDetector(_VictimDetector):
             return
         if rec.proto == PROTO_UDP and rec.src_port in AMPLIFIER_PORTS:
             return  # reflected responses: the amplification detector's business
-        st = self.window(rec.dst_addr, rec.end_ns)
+        st = self.window(rec.dst_addr, rec.end_ns, rec.packets_fwd, rec.start_ns)
+        if st is None:
+            return
         st.add(rec, rec.src_addr, rec.packets_fwd)
         st.response_packets += rec.packets_rev
         st.bytes += rec.bytes_fwd
@@ -241,7 +270,7 @@ class AmplificationDetector(_VictimDetector):
     name = "amplification"
 
     def __init__(self, env: DetectorEnv, cfg: AmplificationConfig) -> None:
-        super().__init__(env, cfg.window_s)
+        super().__init__(env, cfg.window_s, cfg.min_response_bytes // 20, "response_bytes")
         self.cfg = cfg
 
     def on_flow(self, rec: FlowRecord) -> None:
@@ -262,7 +291,9 @@ class AmplificationDetector(_VictimDetector):
             packets = rec.packets_rev
         if not response:
             return
-        st = self.window(victim, rec.end_ns)
+        st = self.window(victim, rec.end_ns, response, rec.start_ns)
+        if st is None:
+            return
         st.add(rec, reflector, packets)
         st.response_bytes += response
         st.request_bytes += request

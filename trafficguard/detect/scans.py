@@ -16,11 +16,12 @@ never answered (TCP: no SYN-ACK; ICMP: no reply).
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from trafficguard.config import NS_PER_S, HostSweepConfig, PortScanConfig
 from trafficguard.decode.packet import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, TCP_ACK, TCP_SYN
 from trafficguard.detect.base import Detector, DetectorEnv
-from trafficguard.detect.sketch import DistinctCounter, LruMap, SpaceSaving
+from trafficguard.detect.sketch import DistinctCounter, LruMap
 from trafficguard.flow.records import FlowRecord
 
 SYN_ACK = TCP_SYN | TCP_ACK
@@ -42,18 +43,7 @@ def tcp_probe_outcome(rec: FlowRecord) -> tuple[bool, bool] | None:
 class _Walk:
     """One source's random walk and what it probed."""
 
-    __slots__ = (
-        "answered",
-        "first_ns",
-        "hosts",
-        "last_ns",
-        "llr",
-        "pairs",
-        "ports",
-        "probes",
-        "stealth_ports",
-        "top_hosts",
-    )
+    __slots__ = ("answered", "first_ns", "last_ns", "llr", "pairs", "probes", "stealth_ports")
 
     def __init__(self, ts_ns: int) -> None:
         self.first_ns = ts_ns
@@ -61,11 +51,11 @@ class _Walk:
         self.llr = 0.0
         self.probes = 0
         self.answered = 0
-        self.pairs: set[tuple[str, int]] = set()
-        self.ports: set[int] = set()
-        self.stealth_ports: set[int] = set()
-        self.hosts = DistinctCounter(exact_cap=16)
-        self.top_hosts: SpaceSaving[str] = SpaceSaving(2)
+        self.pairs: set[tuple[str, int]] = set()  # first contacts (capped at PAIRS_CAP)
+        self.stealth_ports: set[int] | None = None  # allocated on the first stealth probe
+
+    def ports(self) -> int:
+        return len({port for _, port in self.pairs})
 
 
 class PortScanDetector(Detector):
@@ -102,13 +92,12 @@ class PortScanDetector(Detector):
             return
         if len(walk.pairs) < PAIRS_CAP:
             walk.pairs.add(pair)
-            walk.ports.add(rec.dst_port)
         walk.first_ns = min(walk.first_ns, ts)
         walk.last_ns = max(walk.last_ns, rec.end_ns)
         walk.probes += 1
-        walk.hosts.add(rec.dst_addr)
-        walk.top_hosts.add(rec.dst_addr)
         if stealth:
+            if walk.stealth_ports is None:
+                walk.stealth_ports = set()
             walk.stealth_ports.add(rec.dst_port)
         if answered:
             walk.answered += 1
@@ -116,8 +105,10 @@ class PortScanDetector(Detector):
         else:
             walk.llr += self.step_fail
         cfg = self.cfg
-        scanner = walk.llr >= self.upper and len(walk.ports) >= cfg.min_ports
-        stealthy = len(walk.stealth_ports) >= cfg.min_stealth_ports
+        scanner = walk.llr >= self.upper and walk.ports() >= cfg.min_ports
+        stealthy = walk.stealth_ports is not None and (
+            len(walk.stealth_ports) >= cfg.min_stealth_ports
+        )
         if scanner or stealthy:
             self._report(src, walk)
         elif walk.llr <= self.lower:
@@ -125,13 +116,16 @@ class PortScanDetector(Detector):
 
     def _report(self, src: str, walk: _Walk) -> None:
         cfg = self.cfg
-        hosts = walk.hosts.count()
-        top = walk.top_hosts.top(1)
-        target = top[0][0] if hosts == 1 or walk.top_hosts.share(top[0][0]) >= 0.5 else ""
+        per_host = Counter(host for host, _ in walk.pairs)
+        hosts = len(per_host)
+        top, top_n = per_host.most_common(1)[0]
+        target = top if top_n * 2 >= len(walk.pairs) else ""
+        ports = walk.ports()
+        stealth = len(walk.stealth_ports or ())
         why = (
             f"log likelihood ratio {walk.llr:.1f} >= ln({math.exp(self.upper):.0f})"
             if walk.llr >= self.upper
-            else f"{len(walk.stealth_ports)} ports probed with NULL/FIN/Xmas packets"
+            else f"{stealth} ports probed with NULL/FIN/Xmas packets"
         )
         self.alerts.report(
             self.name,
@@ -139,19 +133,19 @@ class PortScanDetector(Detector):
             first_ns=walk.first_ns,
             last_ns=walk.last_ns,
             rule=(
-                f"one source probed {len(walk.ports)} ports on {hosts} host(s), "
+                f"one source probed {ports} ports on {hosts} host(s), "
                 f"{walk.probes - walk.answered} of {walk.probes} unanswered: {why} "
                 f"(threshold random walk, theta0={cfg.theta0:g}, theta1={cfg.theta1:g})"
             ),
-            severity="medium" if len(walk.ports) >= 100 else "low",
+            severity="medium" if ports >= 100 else "low",
             source=src,
             target=target,
             evidence={
                 "probes": walk.probes,
                 "answered": walk.answered,
-                "ports": len(walk.ports),
+                "ports": ports,
                 "hosts": hosts,
-                "stealth_ports": len(walk.stealth_ports),
+                "stealth_ports": stealth,
                 "log_likelihood_ratio": round(walk.llr, 2),
                 "threshold_log_ratio": round(self.upper, 2),
                 "threshold_ports": cfg.min_ports,
@@ -215,6 +209,8 @@ class HostSweepDetector(Detector):
             return
         ts = rec.start_ns
         key = (rec.src_addr, proto, rec.dst_port)
+        if answered and key not in self.keys:
+            return  # state starts with an unanswered probe: normal clients cost nothing
         sw = self.keys.setdefault(key, lambda: _Sweep(ts))
         if ts - sw.last_ns >= self.window_ns:
             sw = _Sweep(ts)
