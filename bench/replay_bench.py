@@ -9,7 +9,7 @@ machine, where absolute seconds are not. Tools:
 * ``trafficguard-voip-off``: the same with ``voip.enabled: false``, so the difference is the
   cost of SIP/RTP analysis (the workload is VoIP-heavy);
 * ``tg-metadata``: the compiled fast path in metadata mode: decode, flows, classification
-  and a sink (``--no-store --jsonl /dev/null``; VoIP, DNS analyzer, detectors, gate off);
+  and a sink (``--no-store --jsonl TMP``; VoIP, DNS analyzer, detectors, gate off);
 * ``tg-python``: the full default pipeline with the fast path off (``capture.fast_path:
   off``), the pure-Python reference, to show what the C core buys;
 * ``tcpdump`` (``-r FILE -w /dev/null``) and ``nfpcapd`` (``-r FILE -w DIR``), when installed;
@@ -156,7 +156,8 @@ def commands(pcap: Path, tmp: Path) -> dict[str, list[str]]:
         ],
         "tg-metadata": [
             sys.executable, "-m", "trafficguard", "--config", str(_config(tmp, "metadata")),
-            "replay", "--fast", "--no-metrics", "--no-store", "--jsonl", "/dev/null", str(pcap),
+            "replay", "--fast", "--no-metrics", "--no-store", "--jsonl", str(tmp / "meta.jsonl"),
+            str(pcap),
         ],
         "tg-python": [
             sys.executable, "-m", "trafficguard", "--config", str(_config(tmp, "python")),
@@ -175,7 +176,7 @@ CONFIGS: Final = {
     # VoIP/DNS analyzers, detectors or gate; the fast path if built
     "metadata": "voip: {enabled: false}\nanalyzers: {dns: {enabled: false}}\n"
     "detect: {enabled: false}\nescalation: {enabled: false}\n",
-    "python": "capture:\n  fast_path: \"off\"\n",  # the pure-Python reference path
+    "python": 'capture:\n  fast_path: "off"\n',  # the pure-Python reference path
 }
 
 

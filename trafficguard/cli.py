@@ -21,18 +21,23 @@ from types import FrameType
 from typing import TextIO
 
 import msgspec
+from structlog.typing import FilteringBoundLogger
 
 from trafficguard import __version__
 from trafficguard.config import Config, load_config
 from trafficguard.errors import ConfigError, StoreError, TrafficguardError
 from trafficguard.escalation import commands as escalation_commands
 from trafficguard.pipeline import Pipeline, ReplayDriver, ReplayProgress, ReplayResult
+from trafficguard.privacy.purger import StorePurger
 from trafficguard.sinks.logging import configure_logging, get_logger
+from trafficguard.sinks.metrics import MetricsServer
 from trafficguard.wiring import (
     SinkOverrides,
     build_context,
+    build_purger,
     build_sinks,
     build_stages,
+    sink_collectors,
     start_metrics,
 )
 
@@ -96,7 +101,15 @@ examples:
 
 While it runs on a terminal, a progress line shows packets, percent of the file,
 and packets/s; a summary follows at the end. SIGINT/SIGTERM stop reading, flush
-every open flow as a record and close the store cleanly.
+every open flow as a record and close the store cleanly (after the replay, they
+end --keep-serving).
+
+A replay does not purge the store by itself: by the wall clock an old capture
+would be deleted as soon as it was written. With --purge the store is purged at
+the end as of the newest packet replayed, as a sensor running until that packet
+would have done (records of the same replay older than their retention period
+before that packet are purged too). Live sensors purge every
+privacy.purge_interval_s by the wall clock; see 'trafficguard retention run'.
 """
 
 RUN_DESCRIPTION = """\
@@ -208,6 +221,12 @@ def _build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
     rp.add_argument(
         "--keep-serving", action="store_true", help="after the replay keep /metrics up until Ctrl-C"
+    )
+    rp.add_argument(
+        "--purge",
+        action="store_true",
+        help="at the end, purge the store of records past retention (privacy.retention) "
+        "as of the newest packet replayed (packet time, not the wall clock); audited",
     )
     rp.add_argument("--quiet", "-q", action="store_true", help="no progress line and no summary")
     rp.set_defaults(func=cmd_replay)
@@ -411,24 +430,52 @@ def cmd_replay(args: argparse.Namespace) -> int:
     pipeline = Pipeline(
         cfg, sinks, stages=build_stages(ctx), record_transform=ctx.record_transform
     )
+    # packet time: purging an old capture by the wall clock would delete what was just written
+    purger = build_purger(cfg, sinks, ctx.keys, clock="packet") if args.purge else None
     server = None
     if not args.no_metrics and (args.metrics or cfg.metrics.enabled):
-        server = start_metrics(
-            cfg, pipeline.snapshot, pipeline.stage_collectors(), listen=args.metrics
-        )
+        extra = pipeline.stage_collectors() + sink_collectors(sinks)
+        if purger is not None:
+            extra.append(purger.collect)
+        server = start_metrics(cfg, pipeline.snapshot, extra, listen=args.metrics)
 
     interactive = sys.stderr.isatty() and not args.quiet
     progress = ProgressLine(sys.stderr) if interactive else None
     driver = ReplayDriver(pipeline, speed=args.speed, on_progress=progress)
 
+    # One handler for the whole command: during the replay a signal stops the driver; after
+    # it (summary, --keep-serving) the same signal ends the command. No window without it.
     stopped_by: list[int] = []
+    done = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         stopped_by.append(signum)
         driver.stop_requested = True
+        done.set()
 
     old_int = signal.signal(signal.SIGINT, _stop)
     old_term = signal.signal(signal.SIGTERM, _stop)
+    try:
+        return _replay(args, log, pipeline, driver, progress, purger, server, done, stopped_by)
+    finally:
+        if server is not None:
+            server.close()
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _replay(
+    args: argparse.Namespace,
+    log: FilteringBoundLogger,
+    pipeline: Pipeline,
+    driver: ReplayDriver,
+    progress: ProgressLine | None,
+    purger: StorePurger | None,
+    server: MetricsServer | None,
+    done: threading.Event,
+    stopped_by: list[int],
+) -> int:
+    """``cmd_replay`` once its signal handler is installed (it restores it and the server)."""
     log.info("replay.started", count=len(args.files))
     try:
         result = driver.run(args.files)
@@ -439,8 +486,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.done()
         pipeline.close()
-        signal.signal(signal.SIGINT, old_int)
-        signal.signal(signal.SIGTERM, old_term)
+    purged: dict[str, int] = {}
+    if purger is not None and pipeline.last_ts_ns:
+        purged = purger.purge(pipeline.last_ts_ns)
     for f in result.files:
         if f.error is not None:
             log.error("capture.failed", file=f.path, offset=f.error.offset, reason=f.error.reason)
@@ -452,19 +500,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         _print_summary(pipeline, result, sys.stderr)
+        if purger is not None:
+            print(
+                f"retention: {sum(purged.values()):,} record(s) purged as of the newest packet",
+                file=sys.stderr,
+            )
 
     if server is not None and args.keep_serving and not result.interrupted:
         print(
             f"serving http://{_display_host(server)}:{server.port}/metrics — press Ctrl-C to stop",
             file=sys.stderr,
         )
-        done = threading.Event()
-        signal.signal(signal.SIGINT, lambda *_: done.set())
-        signal.signal(signal.SIGTERM, lambda *_: done.set())
-        while not done.wait(0.5):
+        while not done.wait(0.5):  # set by a signal, also one that came before this line
             pass
-    if server is not None:
-        server.close()
     if result.interrupted and signal.SIGTERM not in stopped_by:
         return EXIT_INTERRUPTED  # Ctrl-C; SIGTERM is an orderly drain and exits 0
     return EXIT_FAILURE if result.failed else EXIT_OK

@@ -19,6 +19,11 @@ SIGINT does the same and exits 130. Workers die with the parent (``PR_SET_PDEATH
 so a SIGKILL leaves no orphan capture processes; SQLite in WAL mode loses at most the
 records of the last flush interval and is never corrupt.
 
+Retention (``privacy.purge_interval_s`` > 0): the parent purges the SQLite store per record
+type at start and then every interval (``privacy/purger.py``), between two flushes, on a
+second connection, as of the wall clock; audited as ``retention.purged`` when escalation
+is enabled.
+
 Reload applies ``live.bpf_filter`` (re-attached in the kernel, no socket reopened) and
 ``logging``, and calls ``reload()`` on every stage that has one (grants, blocklists);
 flows stay in the flow tables. Any other changed key is logged as
@@ -55,11 +60,19 @@ from trafficguard.config import NS_PER_S, Config, load_config
 from trafficguard.errors import ConfigError, StoreError
 from trafficguard.pipeline import Pipeline
 from trafficguard.privacy.keys import SensorKeys
+from trafficguard.privacy.purger import StorePurger
 from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.logging import configure_logging, get_logger
 from trafficguard.sinks.metrics import MetricsServer, PipelineSnapshot
 from trafficguard.sinks.sdnotify import Notifier, WatchdogTimer
-from trafficguard.wiring import build_context, build_stages, open_keys, start_metrics
+from trafficguard.wiring import (
+    build_context,
+    build_purger,
+    build_stages,
+    open_keys,
+    sink_collectors,
+    start_metrics,
+)
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
@@ -387,6 +400,8 @@ class Daemon:
         self._reload_errors: list[str] = []
         self._server: MetricsServer | None = None
         self._linktypes: set[int] = set()
+        self._keys: SensorKeys | None = None
+        self.purger: StorePurger | None = None  # privacy.purge_interval_s, wall clock
 
     # -- counters for /metrics (scrape thread) ------------------------------------------
     def _reports(self) -> list[WorkerReport]:
@@ -435,7 +450,7 @@ class Daemon:
     def run(self) -> int:
         """Start workers, serve until SIGTERM/SIGINT, drain; the exit status."""
         self.validate(self.cfg)
-        keys = open_keys(self.cfg)
+        keys = self._keys = open_keys(self.cfg)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         out: Any = mp.get_context("fork").Queue()
@@ -467,12 +482,16 @@ class Daemon:
         if not self._await_ready(out):
             return EXIT_FAILURE
         self.sinks = self._make_sinks(self.cfg)
+        if self._keys is not None and self.cfg.privacy.purge_interval_s > 0:
+            # live packet time is the kernel's wall clock: purge as of time.time_ns()
+            self.purger = build_purger(self.cfg, self.sinks, self._keys, clock="wall")
         if self._metrics_enabled:
+            extra = [self.stage_metrics, DaemonCollector(self).collect]
+            extra += sink_collectors(self.sinks)
+            if self.purger is not None:
+                extra.append(self.purger.collect)
             self._server = start_metrics(
-                self.cfg,
-                self.snapshot,
-                [self.stage_metrics, DaemonCollector(self).collect],
-                listen=self._metrics_listen,
+                self.cfg, self.snapshot, extra, listen=self._metrics_listen
             )
         status = (
             f"capturing on {len(self.interfaces)} interface(s) with {len(self.workers)} worker(s)"
@@ -498,6 +517,9 @@ class Daemon:
             if now >= next_flush:
                 next_flush = now + self.cfg.store.flush_interval_s
                 self._flush()
+            if self.purger is not None and self.purger.due():
+                self._flush()  # between flushes: the sink holds no transaction open
+                self.purger.maybe_purge(time.time_ns)
             failed = [i for i, w in enumerate(self.workers) if not w.process.is_alive()]
             if failed:
                 log.error("worker.failed", worker=failed[0], reason="exited")

@@ -28,6 +28,8 @@ from trafficguard.flow.hooks import Stage
 from trafficguard.privacy.edge import PrivacyEdge
 from trafficguard.privacy.keys import SensorKeys, init_keys, load_keys
 from trafficguard.privacy.pseudonym import Pseudonymizer
+from trafficguard.privacy.purger import PurgeClock, StorePurger
+from trafficguard.privacy.retention import RetentionPolicy
 from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.ipfix import IpfixExporter
 from trafficguard.sinks.jsonl import JsonlSink
@@ -88,6 +90,19 @@ def build_context(cfg: Config, keys: SensorKeys | None = None) -> SensorContext:
     )
 
 
+def open_audit_log(cfg: Config, keys: SensorKeys) -> AuditLog:
+    """The escalation audit log (``escalation.audit_log``), signed with the audit key."""
+    esc = cfg.escalation
+    esc.audit_log.parent.mkdir(parents=True, exist_ok=True)
+    return AuditLog(
+        esc.audit_log,
+        keys.audit_private,
+        public_key=keys.audit_public,
+        checkpoint_every=esc.checkpoint_every,
+        checkpoint_interval_s=esc.checkpoint_interval_s,
+    )
+
+
 def build_gate(ctx: SensorContext) -> GateStage:
     """The escalation gate (``escalation.enabled``): policy validated here, so a bad
     policy or a missing analyst key stops start-up with the key path."""
@@ -100,17 +115,10 @@ def build_gate(ctx: SensorContext) -> GateStage:
         recipient = load_x25519_public(esc.analyst_public_key)
     except EvidenceError as err:
         raise ConfigError("escalation", [f"at $.escalation.analyst_public_key: {err}"]) from None
-    keys = ctx.keys
+    cfg, keys = ctx.cfg, ctx.keys
 
     def open_audit() -> AuditLog:
-        esc.audit_log.parent.mkdir(parents=True, exist_ok=True)
-        return AuditLog(
-            esc.audit_log,
-            keys.audit_private,
-            public_key=keys.audit_public,
-            checkpoint_every=esc.checkpoint_every,
-            checkpoint_interval_s=esc.checkpoint_interval_s,
-        )
+        return open_audit_log(cfg, keys)
 
     idle = ctx.cfg.flow.idle_timeout_s
     return GateStage(
@@ -179,6 +187,45 @@ def build_sinks(
     if ipfix_cfg.enabled:
         sinks.append(("ipfix", IpfixExporter(ipfix_cfg)))
     return sinks
+
+
+def sink_collectors(sinks: Iterable[tuple[str, RecordSink]]) -> list[Callable[[], Iterable[Any]]]:
+    """The ``collect`` of every sink that has one (IPFIX), for ``start_metrics(extra=...)``."""
+    out: list[Callable[[], Iterable[Any]]] = []
+    for _, sink in sinks:
+        collect = getattr(sink, "collect", None)
+        if callable(collect):
+            out.append(collect)
+    return out
+
+
+def build_purger(
+    cfg: Config,
+    sinks: Iterable[tuple[str, RecordSink]],
+    keys: SensorKeys,
+    clock: PurgeClock,
+) -> StorePurger | None:
+    """The retention purge of the SQLite store among ``sinks`` (None without one).
+
+    Purges are audited (``retention.purged``) when ``escalation.enabled``, in the same
+    audit log as the gate. ``clock``: ``wall`` for the daemon, ``packet`` for replay.
+    """
+    store = next((s for _, s in sinks if isinstance(s, SqliteSink)), None)
+    if store is None:
+        return None
+    opener: Callable[[], AuditLog] | None = None
+    if cfg.escalation.enabled:
+
+        def opener() -> AuditLog:
+            return open_audit_log(cfg, keys)
+
+    return StorePurger(
+        store.path,
+        RetentionPolicy.model_validate(cfg.privacy.retention.model_dump()),
+        cfg.privacy.purge_interval_s,
+        clock=clock,
+        audit_opener=opener,
+    )
 
 
 def start_metrics(

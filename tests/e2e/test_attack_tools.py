@@ -47,6 +47,11 @@ def netns_pair() -> Iterator[tuple[str, str, str]]:
             sh("ip", "addr", "add", f"{addr}/24", "dev", dev, ns=ns)
             sh("ip", "link", "set", dev, "up", ns=ns)
             sh("ip", "link", "set", "lo", "up", ns=ns)
+        deadline = time.monotonic() + 10  # wait for carrier on both ends (DAD-free: no IPv6)
+        while "LOWER_UP" not in sh("ip", "link", "show", f"{veth}a", ns=a).stdout:
+            assert time.monotonic() < deadline, "veth never came up"
+            time.sleep(0.05)
+        time.sleep(1.0)
         yield a, b, f"{veth}a"
     finally:
         subprocess.run(["ip", "netns", "del", a], check=False)
@@ -66,6 +71,7 @@ def capture(ns: str, dev: str, out: Path, *attack: str) -> None:
             dev,
             "-n",
             "-U",
+            "--immediate-mode",
             "-s",
             "128",
             "-w",
@@ -79,8 +85,9 @@ def capture(ns: str, dev: str, out: Path, *attack: str) -> None:
         deadline = time.monotonic() + 10
         while not (out.exists() and out.stat().st_size > 0) and time.monotonic() < deadline:
             time.sleep(0.05)  # tcpdump writes the file header once it listens
+        time.sleep(1.0)  # and is capturing shortly after
         sh(*attack, ns=ns, timeout=120)
-        time.sleep(0.5)
+        time.sleep(1.5)  # let tcpdump drain its ring buffer before it is stopped
     finally:
         dump.terminate()
         dump.wait(timeout=10)

@@ -124,7 +124,7 @@ def test_required_noc_alerts_exist() -> None:
         "TrafficguardMosLow": "< 3.5",
         "TrafficguardPddHigh": "trafficguard_call_pdd_seconds_bucket",
         "TrafficguardAttackActive": "trafficguard_alerts_active",
-        "TrafficguardEscalationOpen": "trafficguard_escalations_open",
+        "TrafficguardEscalationOpen": "increase(trafficguard_escalations_opened_total[5m]) > 0",
         "TrafficguardAuditWriteFailure": "trafficguard_audit_write_failures_total",
     }
     for alert, fragment in wanted.items():

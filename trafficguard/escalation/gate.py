@@ -144,6 +144,7 @@ class GateStage:
         self.bytes_written = 0
         self.audit_failures = 0
         self.escalations_opened = 0
+        self.escalations_opened_by: dict[tuple[str, str], int] = {}  # (purpose, grant|auto)
         self.escalations_closed: dict[str, int] = dict.fromkeys(CLOSE_REASONS, 0)
         self.grants_rejected = 0
 
@@ -188,6 +189,14 @@ class GateStage:
         )
         g.add_metric([], len(self._open))
         yield g
+        o = CounterMetricFamily(
+            "trafficguard_escalations_opened",
+            "Escalations opened (audited first), by purpose and origin (grant or auto rule)",
+            labels=["purpose", "origin"],
+        )
+        for (purpose, origin), n in sorted(self.escalations_opened_by.items()):
+            o.add_metric([purpose, origin], n)
+        yield o
         c = CounterMetricFamily(
             "trafficguard_escalation_flows_matched", "Flows matched to an open escalation"
         )
@@ -392,6 +401,8 @@ class GateStage:
         self._index.add(esc.loaded, self._pz)
         self._changed(now)
         self.escalations_opened += 1
+        key = (g.purpose, "auto" if esc.auto_rule is not None else "grant")
+        self.escalations_opened_by[key] = self.escalations_opened_by.get(key, 0) + 1
 
     def _changed(self, now: int) -> None:
         self._has_users = any(

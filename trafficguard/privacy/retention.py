@@ -10,7 +10,7 @@ Callers write the audit entry (``retention.purged``, ``subject.exported``,
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from trafficguard.config import RetentionConfig
@@ -86,6 +86,37 @@ def purge(conn: sqlite3.Connection, table: str, time_column: str, older_than_ns:
             f"DELETE FROM {_quote(table)} WHERE {_quote(time_column)} < ?", (older_than_ns,)
         )
     return cur.rowcount
+
+
+def purge_tables(
+    conn: sqlite3.Connection,
+    cutoffs: Sequence[tuple[str, str, int]],
+    before_commit: Callable[[dict[str, int]], object] | None = None,
+) -> dict[str, int]:
+    """Delete, per ``(table, time_column, older_than_ns)``, the rows older than the cutoff,
+    all in one transaction; rows deleted per table.
+
+    ``before_commit(counts)`` runs inside the transaction (the audit entry): if it raises,
+    the transaction is rolled back and nothing is deleted (fail closed). The connection must
+    be in autocommit mode (``isolation_level=None``); a busy store waits for its timeout.
+    """
+    for table, column, _ in cutoffs:
+        _check(conn, table, [column])
+    counts: dict[str, int] = {}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, older_than_ns in cutoffs:
+            cur = conn.execute(
+                f"DELETE FROM {_quote(table)} WHERE {_quote(column)} < ?", (older_than_ns,)
+            )
+            counts[table] = counts.get(table, 0) + max(cur.rowcount, 0)
+        if before_commit is not None and any(counts.values()):
+            before_commit(counts)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return counts
 
 
 def _where(columns: Sequence[str], n_values: int) -> str:

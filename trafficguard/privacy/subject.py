@@ -131,7 +131,10 @@ def erase_subject_rows(conn: sqlite3.Connection, values: Sequence[str]) -> dict[
     return counts
 
 
-TIME_COLUMNS: Final = ("end_ns", "last_ns", "ts_ns", "start_ns")
+# the first one a table has is its record's age: when the record ended or was last seen
+TIME_COLUMNS: Final = (
+    "end_ns", "last_ns", "last_seen_ns", "interval_end_ns", "ts_ns", "start_ns"
+)  # fmt: skip
 KIND_RECORD_TYPE: Final = {
     "flow": "flows",
     "call": "calls",

@@ -9,7 +9,12 @@ import msgspec
 
 
 class RecordSink(Protocol):
-    """Receives batches of typed records; sinks dispatch on ``type(record).kind``."""
+    """Receives batches of typed records; sinks dispatch on ``type(record).kind``.
+
+    A sink may also define ``collect() -> Iterable[Metric]`` (the stages' contract: plain
+    counters read at scrape time, ``trafficguard_`` names, closed-set label values);
+    ``wiring.sink_collectors`` registers it on ``/metrics`` for ``replay`` and ``run``.
+    """
 
     def write(self, records: Sequence[msgspec.Struct]) -> None:
         """Queue or write a batch. Must not keep references to payload (records hold none)."""

@@ -28,12 +28,13 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
 
 import msgspec
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from trafficguard.config import IpfixConfig
 from trafficguard.errors import StoreError
@@ -517,3 +518,32 @@ class IpfixExporter:
         self._closed = True
         if self._sock is not None:
             self._sock.close()
+
+    def collect(self) -> Iterator[Metric]:
+        """Export counters for ``/metrics`` (the stage ``collect`` contract; scrape thread)."""
+        yield CounterMetricFamily(
+            "trafficguard_ipfix_messages",
+            "IPFIX messages sent to the collector (templates included)",
+            value=self.messages_sent,
+        )
+        records = CounterMetricFamily(
+            "trafficguard_ipfix_records",
+            "Records exported as IPFIX data records, by record kind",
+            labels=["kind"],
+        )
+        for kind, n in sorted(dict(self.records_exported).items()):
+            records.add_metric([kind], n)
+        yield records
+        yield CounterMetricFamily(
+            "trafficguard_ipfix_send_errors",
+            "IPFIX messages whose send failed (lost; the collector sees a sequence gap)",
+            value=self.send_errors,
+        )
+        skipped = CounterMetricFamily(
+            "trafficguard_ipfix_records_skipped",
+            "Records not exported (kind without a template, or an unexportable address)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(dict(self.records_skipped).items()):
+            skipped.add_metric([kind], n)
+        yield skipped

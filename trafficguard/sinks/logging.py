@@ -37,6 +37,7 @@ SAFE_KEYS: Final[frozenset[str]] = frozenset(
         # closed-set labels
         "reason", "kind", "sink", "version", "detector", "severity", "state", "stage",
         "linktype", "app", "direction", "purpose", "scope", "scopes", "signal", "format",
+        "clock",
         # identifiers we mint ourselves (no subscriber data)
         "grant_id", "alert_id", "rule", "case_ref", "flow_id", "worker", "workers", "pid",
         # our own sockets and errors
