@@ -4,7 +4,8 @@
 #     tcpreplay, softflowd, promtool, sipp, nfcapd, nmap, hping3, iodine, hydra, ip,
 #     systemd-analyze, /usr/bin/time). apt-get update runs only if needed.
 #  2. A virtualenv in .venv (no system site packages) with `pip install -e '.[test]'`,
-#     skipped while the stamp (hash of pyproject.toml + python version) is unchanged.
+#     skipped while the stamp (hash of pyproject.toml, setup.py, the C core + python
+#     version) is unchanged.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -42,7 +43,8 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.trafficguard-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $(.venv/bin/python -c 'import sys; print(sys.version.split()[0])')"
+# the stamp covers the build inputs: dependencies and the compiled fast-path core
+want="$(cat pyproject.toml setup.py trafficguard/fast/_core.c 2>/dev/null | sha256sum | cut -d' ' -f1) $(.venv/bin/python -c 'import sys; print(sys.version.split()[0])')"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   say ".venv up to date"
 else

@@ -557,8 +557,9 @@ class PrivacyConfig(_Section):
     purge_interval_s: float = Field(
         3600.0,
         ge=0,
-        description="packet-time interval of the store purge while running; 0 = only "
-        "'trafficguard retention run'",
+        description="interval of the store purge while 'trafficguard run' runs (wall clock; "
+        "also at start); 0 = only 'trafficguard retention run'. 'replay --purge' purges once "
+        "at the end, as of the newest packet",
     )
 
 

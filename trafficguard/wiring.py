@@ -12,17 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trafficguard.analyzers.dns import DnsAnalyzerStage
 from trafficguard.analyzers.dns_records import DnsSummaryRecord
 from trafficguard.config import Config, MetricsConfig
 from trafficguard.detect.alerts import AlertRecord
-from trafficguard.detect.stage import DetectStage
 from trafficguard.errors import ConfigError
 from trafficguard.escalation.audit import AuditLog
 from trafficguard.escalation.evidence import EvidenceError, load_x25519_public
-from trafficguard.escalation.gate import GateStage
 from trafficguard.escalation.policy import load_policy
 from trafficguard.flow.hooks import Stage
 from trafficguard.privacy.edge import PrivacyEdge
@@ -41,8 +38,14 @@ from trafficguard.sinks.metrics import (
     start_metrics_server,
 )
 from trafficguard.sinks.sqlite import SqliteSink, register_kind
-from trafficguard.voip.stage import VoipStage
 
+if TYPE_CHECKING:
+    from trafficguard.escalation.gate import GateStage
+
+# Record kinds are registered here, whether or not their stage is enabled, so every store
+# has every table (a query of alerts on a store written with detectors off finds none).
+# Stage classes are imported only when enabled: the detectors pull in numpy and
+# datasketches, which would otherwise cost start-up time on every command.
 register_kind(
     AlertRecord,
     primary_key=("alert_id", "seq"),
@@ -106,6 +109,8 @@ def open_audit_log(cfg: Config, keys: SensorKeys) -> AuditLog:
 def build_gate(ctx: SensorContext) -> GateStage:
     """The escalation gate (``escalation.enabled``): policy validated here, so a bad
     policy or a missing analyst key stops start-up with the key path."""
+    from trafficguard.escalation.gate import GateStage  # noqa: PLC0415 (only when enabled)
+
     esc = ctx.cfg.escalation
     if esc.analyst_public_key is None:
         raise ConfigError(
@@ -138,12 +143,18 @@ def build_stages(ctx: SensorContext) -> list[Stage]:
     """The enabled stages, in data-flow order."""
     stages: list[Stage] = []
     if ctx.cfg.voip.enabled:
+        from trafficguard.voip.stage import VoipStage  # noqa: PLC0415 (see register_kind note)
+
         stages.append(VoipStage(ctx.cfg.voip, ctx.pseudonymizer))
     # metadata analyzers: after VoIP, before the detectors that read their records
     if ctx.cfg.analyzers.dns.enabled:
+        from trafficguard.analyzers.dns import DnsAnalyzerStage  # noqa: PLC0415
+
         stages.append(DnsAnalyzerStage(ctx.cfg.analyzers.dns, ctx.pseudonymizer))
     # detectors: after VoIP and the metadata analyzers, whose records they read
     if ctx.cfg.detect.enabled:
+        from trafficguard.detect.stage import DetectStage  # noqa: PLC0415
+
         stages.append(
             DetectStage(
                 ctx.cfg.detect,

@@ -339,3 +339,18 @@ def test_reload_picks_up_revocation(env: Env) -> None:
     assert gate2.open_escalations == []
     assert [d["grant"] for d in env.audit("grant.revoked")] == ["G-rev"]
     assert env.audit("config.reloaded")
+
+
+def test_escalations_opened_counter_by_purpose_and_origin(env: Env) -> None:
+    env.grant("G-fraud")
+    gate = env.gate()
+    frames = [invite(T0 + i * 30 * S, PEER, "100", i) for i in range(4)]
+    env.run(gate, frames, [Alert("invite_flood", "high", PEER, T0 + 30 * S)])
+    fams = {f.name: f for f in gate.collect()}
+    samples = {
+        (s.labels["purpose"], s.labels["origin"]): s.value
+        for s in fams["trafficguard_escalations_opened"].samples
+        if s.name == "trafficguard_escalations_opened_total"
+    }
+    assert samples == {("fraud", "grant"): 1, ("attack_mitigation", "auto"): 1}
+    assert len(env.audit("grant.activated")) == len(env.audit("escalation.opened")) == 1

@@ -504,3 +504,69 @@ def test_replay_rejects_a_bad_ipfix_collector(
     assert rc == EXIT_USAGE
     err = capsys.readouterr().err
     assert "--ipfix" in err and "HOST:PORT" in err
+
+
+def test_ipfix_counters_are_on_the_metrics_registry_after_a_replay(
+    repo_root: Path, tmp_path: Path
+) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from trafficguard.config import Config
+    from trafficguard.pipeline import Pipeline, ReplayDriver
+    from trafficguard.privacy.keys import init_keys
+    from trafficguard.sinks.metrics import build_registry
+    from trafficguard.wiring import (
+        SinkOverrides,
+        build_context,
+        build_sinks,
+        build_stages,
+        sink_collectors,
+    )
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        rx.settimeout(0.5)
+        cfg = Config()
+        sinks = build_sinks(
+            cfg, SinkOverrides(no_store=True, ipfix=f"127.0.0.1:{rx.getsockname()[1]}")
+        )
+        ctx = build_context(cfg, init_keys(tmp_path / "keys"))
+        pipeline = Pipeline(cfg, sinks, stages=build_stages(ctx))
+        pcaps = repo_root / "pcaps"
+        ReplayDriver(pipeline).run([pcaps / "sip-call-rtp.pcap", pcaps / "dns.pcap"])
+        pipeline.close()
+        registry = build_registry(
+            pipeline.snapshot, pipeline.stage_collectors() + sink_collectors(sinks)
+        )
+        scraped = generate_latest(registry).decode()
+        coll, datagrams, data_records = Collector(), 0, 0
+        while True:
+            try:
+                msg = coll.parse(rx.recv(65535))
+            except TimeoutError:
+                break
+            datagrams += 1
+            data_records += len(msg.records)
+    values = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(scraped)
+        for s in fam.samples
+    }
+    assert values[("trafficguard_ipfix_messages_total", ())] == datagrams >= 2
+    assert values[("trafficguard_ipfix_send_errors_total", ())] == 0
+    exported = {
+        dict(labels)["kind"]: v
+        for (name, labels), v in values.items()
+        if name == "trafficguard_ipfix_records_total"
+    }
+    assert exported["flow"] == pipeline.records_written[("ipfix", "flow")] > 0
+    assert exported["rtp_stream"] >= 1
+    assert sum(exported.values()) == data_records
+    skipped = {
+        dict(labels)["kind"]: v
+        for (name, labels), v in values.items()
+        if name == "trafficguard_ipfix_records_skipped_total"
+    }
+    assert skipped["call"] == pipeline.records_written[("ipfix", "call")] >= 1

@@ -19,7 +19,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import msgspec
 import structlog
@@ -30,7 +30,10 @@ ALERT_STATUSES: Final = ("open", "updated", "resolved")
 CLOSE_REASONS: Final = ("", "quiet", "flush")
 _RANK: Final = {s: i for i, s in enumerate(SEVERITIES)}
 
-_log = structlog.get_logger("trafficguard.detect")
+
+def _log() -> Any:
+    """A fresh logger per event (alerts are rare): follows logging reconfiguration."""
+    return structlog.get_logger("trafficguard.detect")
 
 
 class AlertRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
@@ -188,7 +191,9 @@ class AlertManager:
             tally = (detector, severity)
             self.opened[tally] = self.opened.get(tally, 0) + 1
             self._emit(alert, "open")
-            _log.info("alert.opened", detector=detector, severity=severity, alert_id=alert.alert_id)
+            _log().info(
+                "alert.opened", detector=detector, severity=severity, alert_id=alert.alert_id
+            )
             return
         # keep insertion order = least recently reported first (for max_active)
         del self._active[ident]
@@ -232,7 +237,7 @@ class AlertManager:
         alert.dirty = False
         alert.last_emit_ns = alert.last_ns
         self._emit(alert, "updated")
-        _log.info(
+        _log().info(
             "alert.updated",
             detector=alert.detector,
             severity=alert.severity,
@@ -244,7 +249,7 @@ class AlertManager:
         alert.seq += 1
         self.resolved += 1
         self._emit(alert, "resolved", reason)
-        _log.info(
+        _log().info(
             "alert.resolved",
             detector=alert.detector,
             severity=alert.severity,
