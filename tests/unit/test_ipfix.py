@@ -10,12 +10,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from trafficguard.cli import EXIT_USAGE, main
-from trafficguard.config import IpfixConfig
+from trafficguard.config import Config, IpfixConfig
 from trafficguard.flow.records import FlowRecord
+from trafficguard.pipeline import Pipeline, ReplayDriver
+from trafficguard.privacy.keys import init_keys
 from trafficguard.sinks.ipfix import IpfixExporter, export_address
+from trafficguard.sinks.metrics import build_registry
 from trafficguard.voip.records import CallRecord, RtpStreamRecord
+from trafficguard.wiring import (
+    SinkOverrides,
+    build_context,
+    build_sinks,
+    build_stages,
+    sink_collectors,
+)
 
 PEN = 32473
 REV = 29305
@@ -509,21 +521,6 @@ def test_replay_rejects_a_bad_ipfix_collector(
 def test_ipfix_counters_are_on_the_metrics_registry_after_a_replay(
     repo_root: Path, tmp_path: Path
 ) -> None:
-    from prometheus_client import generate_latest
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from trafficguard.config import Config
-    from trafficguard.pipeline import Pipeline, ReplayDriver
-    from trafficguard.privacy.keys import init_keys
-    from trafficguard.sinks.metrics import build_registry
-    from trafficguard.wiring import (
-        SinkOverrides,
-        build_context,
-        build_sinks,
-        build_stages,
-        sink_collectors,
-    )
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
         rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)

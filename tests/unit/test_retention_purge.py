@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from trafficguard.config import SqliteConfig
+from trafficguard.cli import EXIT_OK, main
+from trafficguard.config import Config, SqliteConfig
 from trafficguard.detect.alerts import AlertRecord
 from trafficguard.escalation.audit import AuditLog, AuditWriteError, read_entries, verify_audit
 from trafficguard.flow.records import FlowRecord
@@ -18,7 +19,11 @@ from trafficguard.privacy.purger import StorePurger
 from trafficguard.privacy.retention import RetentionPolicy
 from trafficguard.sinks.sqlite import SqliteSink
 from trafficguard.voip.records import RtpStreamRecord
-from trafficguard.wiring import build_purger  # also registers the alert table
+from trafficguard.wiring import (  # also registers the alert table
+    SinkOverrides,
+    build_purger,
+    build_sinks,
+)
 
 S = 1_000_000_000
 DAY = 86_400 * S
@@ -172,7 +177,7 @@ def test_each_purge_that_deletes_rows_is_audited(store: Path, tmp_path: Path) ->
 
 
 class FullAudit(AuditLog):
-    def append(self, event, ts_ns, details=None):  # type: ignore[no-untyped-def,override]
+    def append(self, event, ts_ns, details=None):  # type: ignore[no-untyped-def]
         raise AuditWriteError(f"{self.path}: No space left on device")
 
 
@@ -214,8 +219,6 @@ def test_missing_store_is_not_an_error(tmp_path: Path) -> None:
 def test_replay_purge_flag_purges_as_of_the_newest_packet(
     tmp_path: Path, repo_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from trafficguard.cli import EXIT_OK, main
-
     pcap = repo_root / "pcaps" / "http.pcap"  # 2023-11-14 22:13:20 .. 22:13:50 UTC
     newest = 1_700_000_030 * S  # the capture's last second
     db = tmp_path / "r.db"
@@ -237,3 +240,17 @@ def test_replay_purge_flag_purges_as_of_the_newest_packet(
     assert f"{900:016x}" not in ids and f"{901:016x}" in ids  # by packet time, not wall time
     assert len(ids) == replayed + 1
 
+
+def test_build_purger_finds_the_store_and_audits_only_with_escalation(tmp_path: Path) -> None:
+    keys = init_keys(tmp_path / "keys")
+    cfg = Config.model_validate(
+        {"privacy": {"purge_interval_s": 60, "retention": {"flows_s": 86_400}}}
+    )
+    sinks = build_sinks(cfg, SinkOverrides(store=tmp_path / "s.db"))
+    purger = build_purger(cfg, sinks, keys, clock="wall")
+    assert purger is not None and purger.path == tmp_path / "s.db"
+    assert purger.policy.flows_s == 86_400 and purger.enabled
+    assert purger._audit_opener is None  # escalation off: log and metric only
+    for _, sink in sinks:
+        sink.close()
+    assert build_purger(cfg, build_sinks(cfg, SinkOverrides(no_store=True)), keys, "wall") is None
