@@ -662,8 +662,8 @@ Delete stored records older than their retention period (privacy.retention:
 flows, calls and registrations, RTP streams, alerts; other record kinds follow the
 flow period) and evidence whose grant expired more than evidence_after_expiry_s ago.
 Each purged table and grant is audited (retention.purged, evidence.purged) with
-counts only. A running sensor also purges every privacy.purge_interval_s of packet
-time; this command uses the wall clock (or --at).
+counts only. A running sensor ('trafficguard run') also purges at start and every
+privacy.purge_interval_s by the wall clock; this command uses the wall clock (or --at).
 
 example:
   trafficguard retention run --dry-run

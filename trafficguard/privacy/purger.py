@@ -26,15 +26,16 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
+import structlog
 from prometheus_client.core import CounterMetricFamily, Metric
 
 from trafficguard.privacy.retention import RetentionPolicy, purge_tables
 from trafficguard.privacy.subject import retention_plan
-from trafficguard.sinks.logging import get_logger
 
 DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
 
-log = get_logger("trafficguard.retention")
+# structlog directly: the sinks layer (which configures it) comes after this one
+log = structlog.get_logger("trafficguard.retention")
 
 PurgeClock = Literal["wall", "packet"]
 DetailValue = str | int | float | bool | None | list[str] | list[int]
