@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from trafficguard.config import NS_PER_S, DetectConfig
@@ -123,10 +125,15 @@ def test_unknown_severity_is_refused() -> None:
 
 def test_log_events_carry_only_ids_and_closed_sets() -> None:
     mgr = AlertManager(ClearSubjects(), AlertPolicy(update_interval_ns=1, quiet_period_ns=S))
-    with capture_logs() as logs:
-        _report(mgr, 1)
-        _report(mgr, 2)
-        mgr.tick(10 * S)
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO))
+    try:
+        with capture_logs() as logs:
+            _report(mgr, 1)
+            _report(mgr, 2)
+            mgr.tick(10 * S)
+    finally:
+        structlog.configure(**saved)
     assert [e["event"] for e in logs] == ["alert.opened", "alert.updated", "alert.resolved"]
     for e in logs:
         assert set(e) <= {"event", "log_level", "detector", "severity", "alert_id", "reason"}
