@@ -782,8 +782,9 @@ static int update(Core *c, const pkt_t *p) {
     int fl = p->flags, slow_tcp = 0;
     if (p->proto == 6) {
         slow_tcp = (fl & (TCP_SYN | TCP_FIN | TCP_RST)) || f->tcp_state < ST_ESTABLISHED;
+        /* not within the nanosecond the flow began: same flow_id (flow/table.py) */
         if (slow_tcp && (fl & SYN_ACK) == TCP_SYN &&
-            (f->tcp_state == ST_CLOSED || f->tcp_state == ST_RESET)) {
+            (f->tcp_state == ST_CLOSED || f->tcp_state == ST_RESET) && f->first_ns != ts) {
             if (end_flow(c, idx, f->tcp_state == ST_CLOSED ? R_FIN : R_RST) < 0) return -1;
             return start_flow(c, p, &k, h, a_side);
         }

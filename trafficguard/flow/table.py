@@ -176,7 +176,7 @@ class FlowTable:
             if proto == tcp_proto:
                 fl = p.tcp_flags
                 slow_tcp = fl & slow_flags or f.tcp_state < established
-                if slow_tcp and self._port_reused(f, lane, fl):
+                if slow_tcp and self._port_reused(f, lane, fl, ts):
                     start(p, key, a_side)
                     continue
             if ts - f.start_ns >= active_ns:
@@ -271,10 +271,14 @@ class FlowTable:
                 h.on_packet(p, f, direction)
 
     # -- TCP -------------------------------------------------------------------------
-    def _port_reused(self, f: Flow, lane: Lane, fl: int) -> bool:
-        """A new SYN on a closed or reset connection ends it (the caller starts anew)."""
+    def _port_reused(self, f: Flow, lane: Lane, fl: int, ts: int) -> bool:
+        """A new SYN on a closed or reset connection ends it (the caller starts anew).
+
+        Not within the nanosecond the flow began: the new flow would get the same
+        ``flow_id`` (key + first packet time) and overwrite the old one's records.
+        """
         state = f.tcp_state
-        if fl & _SYN_ACK == TCP_SYN and state in (ST_CLOSED, ST_RESET):
+        if fl & _SYN_ACK == TCP_SYN and state in (ST_CLOSED, ST_RESET) and f.first_ns != ts:
             self._end(f, lane, "tcp_fin" if state == ST_CLOSED else "tcp_rst")
             return True
         return False
