@@ -3,7 +3,8 @@
 
 Loads ``_core`` straight from its shared object (not through the package, so the run
 under valgrind stays short) and exercises feed_pcap, feed_frames, update_packets,
-callbacks, flow_info, tick, flush_all, take_records and the counters.
+callbacks, flow_info, tick, flush_some/flush_all, take_records, the counters, per-flow
+interest, the RTP accounting (rtp_track/rtp_streams/rtp_untrack, rtp_replay).
 
     PYTHONMALLOC=malloc valgrind --leak-check=full python bench/fast_memcheck.py
 """
@@ -41,7 +42,21 @@ def main() -> int:
         ports=[(17, 5060, 0), (6, 80, 6), (17, 53, 4), (6, 443, 7)], tunnel_ports=[4789],
     )  # fmt: skip
     events = []
-    core.set_callback(lambda ev, slot, obj, arg: events.append((ev, core.flow_info(slot))) or True)
+    rates = struct.pack("128I", *([8000] * 128))
+
+    def callback(ev: int, slot: int, obj: object, arg: int) -> int:
+        events.append((ev, core.flow_info(slot)))
+        if ev == 0:  # start: meter RTP on every flow, every third one only non-RTP packets
+            core.rtp_track(slot, rates, 2)
+            return 7 if slot % 3 else 6
+        if ev == 2:
+            events.append(core.rtp_streams(slot))
+        elif len(events) % 50 == 0:
+            core.rtp_untrack(slot)
+            core.set_interest(slot, 2)
+        return 0
+
+    core.set_callback(callback, lambda *fields: fields)  # Packets built in C
     frames = []
     for name in ("mix.pcap", "sip-call-rtp.pcap", "dns.pcap", "http.pcap", "tls.pcap"):
         buf = (REPO / "pcaps" / name).read_bytes()
@@ -72,6 +87,13 @@ def main() -> int:
     core.update_packets([pkt, pkt])
     with contextlib.suppress(AttributeError):  # not a Packet: an error, no leak
         core.update_packets([SimpleNamespace(ts_ns=1)])
+    rtp = [(i * 20_000_000, i % 5 == 0, struct.pack("!BBHII", 0x80, 0, (i * 7919) & 0xFFFF,
+            i * 160, i % 3) + bytes(i % 13)) for i in range(300)]  # fmt: skip
+    core_mod.rtp_replay(rates, 2, rtp)
+    with contextlib.suppress(ValueError):
+        core_mod.rtp_replay(b"short", 2, rtp)
+    while core.flush_some(3):
+        pass
     core.set_callback(None)
     core.flush_all()
     rows = core.take_records()

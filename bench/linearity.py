@@ -2,8 +2,9 @@
 """Is the fast path's cost linear? Rate vs file length and vs concurrent flows; memory per flow.
 
 * length: ``bench/make_workload.py`` files of 0.5M, 1M, 2M, 4M packets (same mix, longer),
-  replayed by the CLI in metadata mode; the rate is the one the CLI prints (replay time,
-  no interpreter start-up) and the peak RSS comes from ``/usr/bin/time``;
+  replayed by the CLI in metadata mode and with the full default pipeline (no store); the
+  rate is the one the CLI prints (replay time, no interpreter start-up) and the peak RSS
+  comes from ``/usr/bin/time``;
 * flows: synthetic files of 1M UDP packets spread round-robin over 10k, 100k and 1M
   concurrent flows (all open until the end), replayed in-process; the rate, and the RSS
   growth before the final flush divided by the flows = bytes per open flow in the C table.
@@ -33,6 +34,7 @@ METADATA = (  # the replay_bench "tg-metadata" row: no analyzers, detectors or g
     "voip: {enabled: false}\nanalyzers: {dns: {enabled: false}}\n"
     "detect: {enabled: false}\nescalation: {enabled: false}\n"
 )
+FULL = "{}\n"  # the default pipeline: VoIP, DNS analyzer, detectors (no store: no disk I/O)
 LENGTHS = (500_000, 1_000_000, 2_000_000, 4_000_000)
 FLOWS = (10_000, 100_000, 1_000_000)
 
@@ -75,9 +77,9 @@ def synth(path: Path, packets: int, flows: int) -> None:
             f.write(frame)
 
 
-def cli_rate(pcap: Path, tmp: Path) -> dict[str, float]:
-    cfg = tmp / "metadata.yaml"
-    cfg.write_text(METADATA)
+def cli_rate(pcap: Path, tmp: Path, config: str = METADATA) -> dict[str, float]:
+    cfg = tmp / "config.yaml"
+    cfg.write_text(config)
     tfile = tmp / "time"
     proc = subprocess.run(
         ["/usr/bin/time", "-f", "%M", "-o", str(tfile), sys.executable, "-m", "trafficguard",
@@ -121,8 +123,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--skip-length", action="store_true")
+    ap.add_argument("--max-packets", type=int, default=LENGTHS[-1], help="longest file")
     args = ap.parse_args()
-    doc: dict[str, Any] = {"length": [], "flows": []}
+    doc: dict[str, Any] = {"length": [], "length_full": [], "flows": []}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for n in FLOWS:
@@ -135,11 +138,12 @@ def main() -> int:
             path.unlink()
             print(f"flows {n:>9}: {row['pps']:>10.0f} pkt/s  {row['bytes_per_flow']:6.0f} B/flow")
         if not args.skip_length:
-            for n in LENGTHS:
-                row = cli_rate(workload(n), tmp)
-                doc["length"].append(row)
-                print(f"packets {row['packets']:>9}: {row['pps']:>10.0f} pkt/s  "
-                      f"{row['peak_rss_mb']:6.1f} MB peak")  # fmt: skip
+            for n in (n for n in LENGTHS if n <= args.max_packets):
+                for key, config in (("length", METADATA), ("length_full", FULL)):
+                    row = cli_rate(workload(n), tmp, config)
+                    doc[key].append(row)
+                    print(f"{key:>11} {row['packets']:>9}: {row['pps']:>10.0f} pkt/s  "
+                          f"{row['peak_rss_mb']:6.1f} MB peak")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(doc, indent=2))
     return 0

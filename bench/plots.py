@@ -26,10 +26,14 @@ def main(linearity: Path, replay: Path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     xs = [r["packets"] / 1e6 for r in lin["length"]]
-    a.plot(xs, [r["pps"] / 1e6 for r in lin["length"]], "o-", label="trafficguard fast path")
+    a.plot(xs, [r["pps"] / 1e6 for r in lin["length"]], "o-", label="metadata mode")
+    full = lin.get("length_full", [])
+    if full:
+        a.plot([r["packets"] / 1e6 for r in full], [r["pps"] / 1e6 for r in full], "s-",
+               label="full default pipeline")  # fmt: skip
     a.axhline(soft["rate_pps"] / 1e6, color="grey", ls="--", label="softflowd (1M file, whole run)")
     a.set(xlabel="packets in file (millions)", ylabel="million packets/s", ylim=(0, None),
-          title="rate vs file length (metadata mode)")  # fmt: skip
+          title="rate vs file length (fast path)")  # fmt: skip
     a.legend()
     fx = [r["flows"] for r in lin["flows"]]
     b.semilogx(fx, [r["pps"] / 1e6 for r in lin["flows"]], "o-")
@@ -46,6 +50,18 @@ def main(linearity: Path, replay: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(OUT / "fast-bytes-per-flow.png", dpi=100)
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for key, label in (("length", "metadata mode"), ("length_full", "full default pipeline")):
+        rows = lin.get(key, [])
+        if rows:
+            ax.plot([r["packets"] / 1e6 for r in rows], [r["peak_rss_mb"] for r in rows], "o-",
+                    label=label)  # fmt: skip
+    ax.set(xlabel="packets in file (millions)", ylabel="peak RSS (MB)", ylim=(0, None),
+           title="peak memory vs file length")  # fmt: skip
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "fast-rss-vs-length.png", dpi=100)
 
 
 if __name__ == "__main__":

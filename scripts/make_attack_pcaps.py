@@ -300,8 +300,8 @@ def smtp_spam(c: Capture) -> list[dict]:
 def benign_smtp_spam(c: Capture) -> list[dict]:
     for s in range(12):  # a small office MTA: 12 distinct MX servers (threshold 20)
         c.tcp_session(2.0 + s * 0.5, "10.1.0.98", f"198.51.100.{150 + s}", 25)
-    for k in range(50):  # and 50 submissions to its provider on 587
-        c.tcp_session(2.1 + k * 0.3, "10.1.0.97", "192.0.2.25", 587)
+    for k in range(50):  # and 50 submissions to its provider on 587, each with a message
+        c.tcp_session(2.1 + k * 0.3, "10.1.0.97", "192.0.2.25", 587, data=1400)
     c.background(0, 20)
     return []
 

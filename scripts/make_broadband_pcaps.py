@@ -439,8 +439,17 @@ def scenario_server_hosting(out: Path) -> dict[str, object]:
 
 
 def _volume_session(cap: Capture, t: float, sub: str, segments: int) -> None:
-    ex = [("c", b"GET /file HTTP/1.1\r\n\r\n"), ("s", b"HTTP/1.1 200 OK\r\n\r\n")]
+    path = b"/f" * cap.rng.randint(1, 40)  # different files: requests of varied sizes
+    ex = [("c", b"GET " + path + b" HTTP/1.1\r\n\r\n"), ("s", b"HTTP/1.1 200 OK\r\n\r\n")]
     cap.tcp_session(t, sub, "192.0.2.200", 80, ex, gap_s=0.01, bulk=("s", segments))
+
+
+def _volume_minute(cap: Capture, start: float, sub: str, segments: int) -> None:
+    """A minute's download in 1-3 sessions at irregular moments (people, not a beacon)."""
+    parts = min(segments, cap.rng.randint(1, 3))
+    for k in range(parts):
+        t = start + k * 9 + cap.rng.uniform(0, 8)
+        _volume_session(cap, t, sub, segments // parts + (k < segments % parts))
 
 
 def scenario_volume(out: Path) -> dict[str, object]:
@@ -449,10 +458,9 @@ def scenario_volume(out: Path) -> dict[str, object]:
     cap = Capture(80)
     heavy, spiky = "10.2.0.100", "10.2.0.101"
     for minute in range(40):
-        t = minute * 60.0 + 5
-        _volume_session(cap, t, heavy, 90 + cap.rng.randrange(-25, 26))  # ~6 MB/min
+        _volume_minute(cap, minute * 60.0 + 2, heavy, 90 + cap.rng.randrange(-25, 26))  # ~6 MB
         light = 4 + cap.rng.randrange(-1, 2)  # ~260 KB/min
-        _volume_session(cap, t + 10, spiky, light if minute != 35 else 160)
+        _volume_minute(cap, minute * 60.0 + 30, spiky, light if minute != 35 else 160)
     write_pcap(out / "volume.pcap", cap.frames)
     return {
         "what": "10.2.0.100 steady ~6 MB/min (above min_bytes); 10.2.0.101 ~260 KB/min "

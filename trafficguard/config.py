@@ -387,6 +387,12 @@ class LoginBruteforceConfig(_Section):
     max_server_bytes: int = Field(
         20_000, ge=1, description="server-to-client payload bytes of an attempt at most"
     )
+    data_min_client_bytes: int = Field(
+        1_000, ge=1, description="a session whose client sent at least this many payload bytes"
+    )
+    data_min_ratio: float = Field(
+        3.0, gt=0, description="... and this many times the server's carried data (not a login)"
+    )
     success_min_s: float = Field(
         60.0, gt=0, description="a later session this long after the attempts = success signal"
     )

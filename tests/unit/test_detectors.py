@@ -12,16 +12,19 @@ from collections import Counter
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 
 from tests.realdata import all_real_pcaps, real_pcap
-from tests.unit.test_detect_framework import _flow
-from trafficguard.config import NS_PER_S, Config, DetectConfig
+from tests.unit.test_detect_framework import ClearSubjects, _flow
+from trafficguard.config import NS_PER_S, Config, DetectConfig, parse_config
 from trafficguard.detect.alerts import AlertRecord
 from trafficguard.detect.stage import DetectStage, alerts_of
+from trafficguard.flow.records import FlowRecord
 from trafficguard.pipeline import replay_records
+from trafficguard.privacy.keys import SensorKeys, init_keys
 from trafficguard.voip.records import CallRecord, RegistrationRecord
 
 S = NS_PER_S
@@ -92,30 +95,93 @@ def test_real_attack_captures_raise_the_matching_alert() -> None:
     assert amp.target == "10.10.10.10" and amp.evidence["service"] == "snmp"
 
 
-def test_true_and_false_positives_per_detector() -> None:
-    """Prints the confusion table; asserts no false positive and every attack found."""
+BROADBAND = ATTACKS.parent / "broadband"
+BROADBAND_LABELS: dict[str, Any] = json.loads((BROADBAND / "labels.json").read_text())
+PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+# every real attack capture and the detector (of any family) it must raise
+REAL_EXPECTED = {
+    "ndpi-tcp-scan.pcapng": "port_scan",
+    "stopddos-amp-snmp.pcapng": "amplification",
+    "zeek-ftp-bruteforce.pcap": "login_bruteforce",
+    "ndpi-dns-tunnel-iodine.pcap": "dns_tunnel",
+}
+ALL_DETECTORS = sorted(
+    d.name for d in DetectStage(Config().detect, ClearSubjects()).detectors
+)  # every default detector: network, VoIP and broadband
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> SensorKeys:
+    return init_keys(tmp_path_factory.mktemp("keys") / "k")
+
+
+def _opened_with(path: Path, cfg: Config, keys: SensorKeys) -> set[str]:
+    recs = alerts_of(replay_records([path], cfg, keys=keys))
+    return {a.detector for a in recs if a.status == "open"}
+
+
+def test_true_and_false_positives_per_detector(keys: SensorKeys) -> None:
+    """Prints the confusion table of every detector (network, VoIP, broadband) over every
+    capture: the labelled generated ones (network and broadband, benign twins included)
+    and every real one (benign ones both without and with private ranges as subscribers);
+    asserts no false positive anywhere and every labelled attack found."""
+    broadband_cfg = parse_config(BROADBAND_LABELS["config"])
+    subscribers = Config(home_networks=PRIVATE)
+    cases: list[tuple[str, Path, Config, set[str]]] = [
+        ("attacks", ATTACKS / n, Config(), {str(lb["detector"]) for lb in labels})
+        for n, labels in LABELS.items()
+    ]
+    cases += [
+        ("broadband", BROADBAND / n, broadband_cfg, {e["detector"] for e in v["alerts"]})
+        for n, v in BROADBAND_LABELS["files"].items()
+    ]
+    for path in all_real_pcaps():
+        expected = REAL_EXPECTED.get(path.name)
+        cases.append(("real", path, Config(), {expected} if expected else set()))
+        if expected is None:
+            cases.append(("real+subscribers", path, subscribers, set()))
+    assert sum(1 for c in cases if c[0] == "attacks" and not c[3]) >= 8  # benign twins
+    assert sum(1 for c in cases if c[0] == "broadband" and not c[3]) >= 4
+    assert len(cases) >= 70
     tp: Counter[str] = Counter()
     fp: Counter[str] = Counter()
     fn: Counter[str] = Counter()
-    cases: list[tuple[Path, set[str]]] = [
-        (ATTACKS / n, {str(lb["detector"]) for lb in labels}) for n, labels in LABELS.items()
-    ]
-    cases += [(p, set()) for p in _real_without_attack()]
-    cases += [(real_pcap(n), {d} if d else set()) for n, d in REAL_ATTACKS.items()]
-    for path, expected in cases:
-        fired = {a.detector for a in opened(path) if a.detector in OWN}
+    false_positives: list[tuple[str, str, str]] = []
+    for group, path, cfg, expected in cases:
+        fired = _opened_with(path, cfg, keys)
+        assert fired <= set(ALL_DETECTORS), fired
         for d in fired & expected:
             tp[d] += 1
         for d in fired - expected:
             fp[d] += 1
+            false_positives.append((group, path.name, d))
         for d in expected - fired:
             fn[d] += 1
-    print(f"\n{'detector':<15} {'TP':>3} {'FP':>3} {'FN':>3}   ({len(cases)} captures)")
-    for d in sorted(OWN):
-        print(f"{d:<15} {tp[d]:>3} {fp[d]:>3} {fn[d]:>3}")
-    assert sum(fp.values()) == 0, dict(fp)
+    print(f"\n{'detector':<18} {'TP':>3} {'FP':>3} {'FN':>3}   ({len(cases)} replays)")
+    for d in ALL_DETECTORS:
+        print(f"{d:<18} {tp[d]:>3} {fp[d]:>3} {fn[d]:>3}")
+    assert false_positives == []
     assert sum(fn.values()) == 0, dict(fn)
-    assert sum(tp.values()) == sum(1 for _, e in cases if e)
+    assert sum(tp.values()) == sum(len(e) for *_, e in cases)
+    assert {"sip_scan", "login_bruteforce", "dns_tunnel", "smtp_spam"} <= set(ALL_DETECTORS)
+
+
+def test_login_bruteforce_does_not_count_sessions_that_carry_client_data() -> None:
+    """50 quick SMTP submissions each carrying a message are a mail client, not guessing;
+    the same sessions with the server doing the talking (banner, 535 errors) are."""
+
+    def session(i: int, client: int) -> FlowRecord:
+        return _flow(
+            proto=6, src_addr="10.1.0.97", dst_addr="192.0.2.25", dst_port=587,
+            first_seen_ns=i * S, start_ns=i * S, end_ns=i * S + S // 10, end_reason="tcp_fin",
+            tcp_state="closed", payload_bytes_fwd=client, payload_bytes_rev=300,
+        )  # fmt: skip
+
+    for client, want in ((1400, []), (180, ["login_bruteforce"])):
+        stage = DetectStage(DetectConfig(), ClearSubjects())
+        stage.on_records([session(i, client) for i in range(50)])
+        opened = [a.detector for a in alerts_of(stage.take_records()) if a.status == "open"]
+        assert opened == want, client
 
 
 def test_blocklist_matches_and_reloads(tmp_path: Path) -> None:

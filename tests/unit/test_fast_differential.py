@@ -184,3 +184,52 @@ def test_same_records_with_default_stages(path: Path, tmp_path: Path) -> None:
         )
         out[mode] = replay_records([path], cfg)
     assert out["on"] == out["off"]
+
+
+def test_chunked_final_flush_keeps_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path's final flush in chunks of 3 flows: same records, same order."""
+    import trafficguard.pipeline as pipeline_mod  # noqa: PLC0415
+
+    out = {}
+    for mode in ("on", "off"):
+        cfg = Config.model_validate(
+            {"capture": {"fast_path": mode}, "privacy": {"keys_dir": str(tmp_path / "keys")}}
+        )
+        with monkeypatch.context() as m:
+            m.setattr(pipeline_mod, "FLUSH_CHUNK", 3)
+            out[mode] = replay_records(CAPTURES, cfg)
+    assert out["on"] == out["off"]
+    assert len(out["on"]) > 1000
+
+
+@pytest.fixture(scope="module")
+def workload_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small ``bench/make_workload.py`` file (RTP-heavy, SIP, DNS, scans, VLAN, IPv6)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    path = tmp_path_factory.mktemp("workload") / "sample.pcap"
+    subprocess.run(
+        [sys.executable, str(REPO / "bench" / "make_workload.py"), "--packets", "60000",
+         "--calls", "40", "--out", str(path)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("stress", [False, True])
+def test_workload_sample_with_default_stages(
+    workload_sample: Path, tmp_path: Path, stress: bool
+) -> None:
+    """The benchmark's mix with every default stage: VoIP records (RTP accounted in C on
+    the fast path) and the rest agree; under stress eviction and interim records cut calls."""
+    out = {}
+    for mode in ("on", "off"):
+        data: dict[str, Any] = {k: dict(v) for k, v in (STRESS if stress else {}).items()}
+        data.setdefault("capture", {})["fast_path"] = mode
+        data["privacy"] = {"keys_dir": str(tmp_path / "keys")}
+        out[mode] = replay_records([workload_sample], Config.model_validate(data))
+    assert out["on"] == out["off"]
+    if not stress:
+        kinds = [type(r).kind for r in out["on"]]  # type: ignore[attr-defined]
+        assert kinds.count("rtp_stream") >= 40

@@ -7,7 +7,6 @@ import base64
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar
 
 import msgspec
 import pytest
@@ -21,6 +20,7 @@ from scapy.packet import Raw
 
 from trafficguard.capture.frames import LINKTYPE_RAW, Frame
 from trafficguard.config import Config
+from trafficguard.detect.alerts import AlertRecord
 from trafficguard.escalation.audit import AuditLog, AuditWriteError, read_entries
 from trafficguard.escalation.evidence import open_grant_evidence
 from trafficguard.escalation.gate import GateStage
@@ -43,23 +43,24 @@ SUB = "10.1.1.11"
 PEER = "198.51.100.99"
 
 
-class Alert(msgspec.Struct, frozen=True):
-    """Alert-shaped record (the detect stage's AlertRecord carries these fields)."""
-
-    kind: ClassVar[str] = "alert"
-    detector: str
-    severity: str
-    source: str
-    ts_ns: int
+def Alert(detector: str, severity: str, source: str, last_seen_ns: int) -> AlertRecord:
+    """The detect stage's own record, as the gate gets it."""
+    return AlertRecord(
+        alert_id="0" * 16, seq=0, detector=detector, rule="r", severity=severity,
+        status="open", first_seen_ns=last_seen_ns - 10 * S, last_seen_ns=last_seen_ns,
+        source=source, target="", evidence={},
+    )  # fmt: skip
 
 
 class AlertFeeder:
-    """A stage before the gate that emits given alerts when packet time reaches them."""
+    """A stage before the gate that emits given alerts when packet time reaches their
+    last activity plus ``delay_ns`` (detectors report flows after they end)."""
 
     name = "alert_feeder"
 
-    def __init__(self, alerts: list[Alert]) -> None:
-        self.pending = sorted(alerts, key=lambda a: a.ts_ns)
+    def __init__(self, alerts: list[AlertRecord], delay_ns: int = 0) -> None:
+        self.pending = sorted(alerts, key=lambda a: a.last_seen_ns)
+        self.delay_ns = delay_ns
         self.out: list[msgspec.Struct] = []
 
     def attach(self, host: HookHost) -> None:
@@ -69,7 +70,7 @@ class AlertFeeder:
         pass
 
     def tick(self, now_ns: int) -> None:
-        while self.pending and self.pending[0].ts_ns <= now_ns:
+        while self.pending and self.pending[0].last_seen_ns + self.delay_ns <= now_ns:
             self.out.append(self.pending.pop(0))
 
     def take_records(self) -> list[msgspec.Struct]:
@@ -148,9 +149,12 @@ class Env:
             reload_interval_s=60, rematch_window_s=300, evidence_retention_s=86400,
         )  # fmt: skip
 
-    def run(self, gate: GateStage, frames: list[Frame], alerts: Sequence[Alert] = ()) -> None:
+    def run(
+        self, gate: GateStage, frames: list[Frame], alerts: Sequence[AlertRecord] = (),
+        alert_delay_s: int = 0,
+    ) -> None:  # fmt: skip
         cfg = Config(home_networks=("10.0.0.0/8",))
-        stages = [AlertFeeder(list(alerts)), gate]
+        stages = [AlertFeeder(list(alerts), alert_delay_s * S), gate]
         p = Pipeline(cfg, [("memory", MemorySink())], stages=stages)  # type: ignore[list-item]
         for f in frames:
             p.process_batch([f])
@@ -305,6 +309,18 @@ def test_invite_flood_alert_opens_auto_escalation_that_closes_at_expiry(env: Env
     # INVITEs at 90 s .. 630 s (the one at 60 s was processed before the alert's tick)
     assert items and all(b"INVITE sip:100@" in i for i in items)
     assert len(items) == 19
+
+
+def test_auto_escalation_starts_at_the_alerts_last_activity(env: Env) -> None:
+    """The alert reaches the gate 90 s after its activity (flow records come when a flow
+    ends): the escalation's window counts from the alert's last_seen_ns, not the gate's
+    clock."""
+    gate = env.gate()
+    frames = [invite(T0 + i * 30 * S, PEER, "100", i) for i in range(8)]
+    env.run(gate, frames, [Alert("invite_flood", "high", PEER, T0 + 45 * S)], alert_delay_s=90)
+    (opened,) = env.audit("escalation.opened")
+    assert int(opened["ts_ns"]) == T0 + 45 * S  # type: ignore[call-overload]
+    assert int(opened["expires_ns"]) == T0 + 645 * S  # type: ignore[call-overload]
 
 
 class FullAudit(AuditLog):

@@ -5,7 +5,17 @@ One alert stands for one ongoing activity of one ``(detector, key)``: the first 
 every ``update_interval_s`` of packet time, and ``quiet_period_s`` without a report
 *resolves* it (``close_reason`` "quiet"; "flush" when the pipeline ends with it open).
 The ``alert_id`` is derived from detector, key and first-seen time, so replays give the
-same ids. Records are stored with primary key ``(alert_id, seq)``.
+same ids. Records are stored with primary key ``(alert_id, seq)``, so no two records of
+different content may ever share it.
+
+Quietness is judged in packet time of the *activity*, not by the order of ticks and
+records: records of one pipeline round can carry packet times well before the round's
+tick (a flow record is emitted when the flow ends or times out). A resolved alert is
+remembered (bounded, ``max_active``): a later report whose activity lies within
+``quiet_period_s`` of the alert's last activity *continues* it — same ``alert_id``, the
+next ``seq``, status "updated" — because it is the same continuing activity; a report
+after a real quiet period opens a *new occurrence* whose id also hashes an occurrence
+counter, so a detector window that keeps its first-seen time never repeats an id.
 
 Privacy: ``source``/``target`` are pseudonymized for subscriber addresses (inside
 ``home_networks``) and left in clear for external peers, so analysts can block attackers;
@@ -55,9 +65,15 @@ class AlertRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     close_reason: str = ""  # one of CLOSE_REASONS ("" until resolved)
 
 
-def alert_id_of(detector: str, key: str, first_seen_ns: int) -> str:
-    """Deterministic alert id (the key is hashed, never stored)."""
+def alert_id_of(detector: str, key: str, first_seen_ns: int, occurrence: int = 0) -> str:
+    """Deterministic alert id (the key is hashed, never stored).
+
+    ``occurrence`` counts earlier alerts of the same ``(detector, key)`` that were
+    resolved before this one opened (0 for the first: the id of older releases).
+    """
     data = f"{detector}\x00{key}\x00{first_seen_ns}".encode()
+    if occurrence:
+        data += f"\x00#{occurrence}".encode()
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
@@ -81,6 +97,8 @@ class _Active:
         "first_ns",
         "last_emit_ns",
         "last_ns",
+        "occurrence",
+        "quiet_ns",
         "rule",
         "seq",
         "severity",
@@ -88,9 +106,11 @@ class _Active:
         "target",
     )
 
-    def __init__(self, alert_id: str, detector: str, first_ns: int) -> None:
+    def __init__(self, alert_id: str, detector: str, first_ns: int, occurrence: int = 0) -> None:
         self.alert_id = alert_id
         self.detector = detector
+        self.occurrence = occurrence
+        self.quiet_ns = 0  # 0 = the policy's quiet_period_ns
         self.first_ns = first_ns
         self.last_ns = first_ns
         self.last_emit_ns = first_ns
@@ -145,6 +165,9 @@ class AlertManager:
         self.policy = policy or AlertPolicy()
         self.allowlist = allowlist or PrefixSet()
         self._active: dict[tuple[str, str], _Active] = {}
+        # resolved alerts, oldest first (bounded by max_active): continued by a late
+        # report of the same activity, or counted into the id of the next occurrence
+        self._closed: dict[tuple[str, str], _Active] = {}
         self._out: list[AlertRecord] = []
         self.opened: dict[tuple[str, str], int] = {}  # (detector, severity) -> alerts opened
         self.suppressed: dict[str, int] = {}  # detector -> reports dropped by the allowlist
@@ -163,11 +186,18 @@ class AlertManager:
         source: str = "",
         target: str = "",
         evidence: Evidence,
+        since_ns: int | None = None,
+        quiet_ns: int = 0,
     ) -> None:
         """Open an alert for ``(detector, key)`` or fold this report into the open one.
 
         ``source``/``target``: raw addresses (pseudonymized here when they are
-        subscribers), pseudonyms, or "" for many/none.
+        subscribers), pseudonyms, or "" for many/none. ``since_ns``: when the activity
+        this report adds began (e.g. the first packet of the flow behind it; default
+        ``last_ns``) — a report whose activity began within ``quiet_period_s`` of a
+        resolved alert's last activity continues that alert. ``quiet_ns``: a longer quiet
+        period for this alert, for a detector that reports a continuing activity less
+        often than ``quiet_period_s`` (e.g. a beacon every few minutes).
         """
         if severity not in _RANK:
             raise ValueError(f"unknown severity {severity!r}")
@@ -179,9 +209,23 @@ class AlertManager:
                 return
             if len(self._active) >= self.policy.max_active:
                 self._resolve(next(iter(self._active)), "flush")
-            alert = _Active(alert_id_of(detector, key, first_ns), detector, first_ns)
+            old = self._closed.pop(ident, None)
+            began = max(first_ns, last_ns) if since_ns is None else since_ns
+            if old is not None and began - old.last_ns < self._quiet(old, quiet_ns):
+                # the same activity, reported after its alert was resolved (the records
+                # arrived after the tick): continue that alert, never reuse its seqs
+                self._active[ident] = old
+                old.quiet_ns = quiet_ns
+                self._fold(old, first_ns, last_ns, rule, severity, evidence)
+                self._update(old)
+                return
+            occurrence = 0 if old is None else old.occurrence + 1
+            alert = _Active(
+                alert_id_of(detector, key, first_ns, occurrence), detector, first_ns, occurrence
+            )
             alert.source = self._subject(source)
             alert.target = self._subject(target)
+            alert.quiet_ns = quiet_ns
             alert.severity = severity
             alert.rule = rule
             alert.evidence = evidence
@@ -198,6 +242,15 @@ class AlertManager:
         # keep insertion order = least recently reported first (for max_active)
         del self._active[ident]
         self._active[ident] = alert
+        alert.quiet_ns = quiet_ns
+        self._fold(alert, first_ns, last_ns, rule, severity, evidence)
+        if alert.last_ns - alert.last_emit_ns >= self.policy.update_interval_ns:
+            self._update(alert)
+
+    @staticmethod
+    def _fold(
+        alert: _Active, first_ns: int, last_ns: int, rule: str, severity: str, evidence: Evidence
+    ) -> None:
         alert.last_ns = max(alert.last_ns, last_ns)
         alert.first_ns = min(alert.first_ns, first_ns)
         if _RANK[severity] > _RANK[alert.severity]:
@@ -207,8 +260,9 @@ class AlertManager:
             alert.rule = rule
         alert.evidence = evidence
         alert.dirty = True
-        if alert.last_ns - alert.last_emit_ns >= self.policy.update_interval_ns:
-            self._update(alert)
+
+    def _quiet(self, alert: _Active, hint_ns: int = 0) -> int:
+        return max(self.policy.quiet_period_ns, alert.quiet_ns, hint_ns)
 
     def _subject(self, value: str) -> str:
         if value and _looks_like_ip(value):
@@ -218,10 +272,9 @@ class AlertManager:
     # -- time --------------------------------------------------------------------------------
     def tick(self, now_ns: int) -> None:
         """Emit due updates; resolve alerts quiet for ``quiet_period_s``."""
-        quiet = self.policy.quiet_period_ns
         every = self.policy.update_interval_ns
         for ident, alert in list(self._active.items()):
-            if now_ns - alert.last_ns >= quiet:
+            if now_ns - alert.last_ns >= self._quiet(alert):
                 self._resolve(ident, "quiet")
             elif alert.dirty and now_ns - alert.last_emit_ns >= every:
                 self._update(alert)
@@ -247,7 +300,11 @@ class AlertManager:
     def _resolve(self, ident: tuple[str, str], reason: str) -> None:
         alert = self._active.pop(ident)
         alert.seq += 1
+        alert.dirty = False
         self.resolved += 1
+        self._closed[ident] = alert
+        while len(self._closed) > self.policy.max_active:
+            del self._closed[next(iter(self._closed))]
         self._emit(alert, "resolved", reason)
         _log().info(
             "alert.resolved",

@@ -134,6 +134,8 @@ class BeaconDetector(Detector):
                 "threshold_score": cfg.min_score,
                 "threshold_connections": cfg.min_connections,
             },
+            # it reports every 4th connection: quiet only after 5 intervals without one
+            quiet_ns=int(5 * float(scores["interval_median_s"]) * NS_PER_S),
         )
 
     def state_keys(self) -> int:

@@ -2,7 +2,9 @@
 
 The heuristic is Zeek's SSH guessing one (``policy/protocols/ssh/detect-bruteforcing``)
 carried to every login service: a failed login is a *short session* in which both sides
-spoke, the server said little, and the connection closed — so it needs no payload. Many
+spoke, the server said little (but more than the client: a session whose client sent
+several times the server's bytes carried data — a mail submission, an upload — and is not
+an attempt), and the connection closed — so it needs no payload. Many
 of them from one source to one server and service within a window is **guessing**; one
 source trying the same service on many servers is **stuffing** (credentials replayed
 across providers). A long or large session from the same source to the same server after
@@ -110,6 +112,13 @@ class LoginBruteforceDetector(Detector):
             and rec.payload_bytes_rev <= cfg.max_server_bytes
         ):
             return
+        if (
+            rec.payload_bytes_fwd >= cfg.data_min_client_bytes
+            and rec.payload_bytes_fwd >= cfg.data_min_ratio * rec.payload_bytes_rev
+        ):
+            # the client carried data (a message submission, an upload): in a failed
+            # login the server talks more — banner, prompts, capabilities, the error
+            return
         st = self._window_of(key, rec.first_seen_ns)
         st.sessions += 1
         st.first_ns = min(st.first_ns, rec.first_seen_ns)
@@ -122,7 +131,7 @@ class LoginBruteforceDetector(Detector):
         else:
             st.fin += 1
         if st.sessions >= cfg.min_sessions:
-            self._report_guessing(key, st, service)
+            self._report_guessing(key, st, service, rec.first_seen_ns)
         self._stuffing_attempt(rec, service)
 
     def _window_of(self, key: tuple[str, str, int], start_ns: int) -> _Attempts:
@@ -143,9 +152,11 @@ class LoginBruteforceDetector(Detector):
         st.success_ns = max(st.success_ns, duration)
         st.last_ns = max(st.last_ns, rec.end_ns)
         if st.sessions >= self.cfg.min_sessions:
-            self._report_guessing(key, st, service)
+            self._report_guessing(key, st, service, rec.first_seen_ns)
 
-    def _report_guessing(self, key: tuple[str, str, int], st: _Attempts, service: str) -> None:
+    def _report_guessing(
+        self, key: tuple[str, str, int], st: _Attempts, service: str, since_ns: int
+    ) -> None:
         cfg = self.cfg
         n = st.sessions
         success = st.success_ns > 0
@@ -180,6 +191,7 @@ class LoginBruteforceDetector(Detector):
             source=key[0],
             target=key[1],
             evidence=evidence,
+            since_ns=since_ns,  # the session behind this report: a long one continues
         )
 
     def _stuffing_attempt(self, rec: FlowRecord, service: str) -> None:

@@ -42,6 +42,10 @@ class _FlowStartHook:
         for target in self._targets:
             target(pkt, flow)
 
+    def wants_packets(self, pkt: Packet, flow: Flow) -> bool:
+        """First packets only: on the compiled fast path no flow comes back for this hook."""
+        return False
+
     def on_packet(self, pkt: Packet, flow: Flow, direction: str) -> None:
         pass
 
@@ -94,6 +98,7 @@ class DetectStage:
             d.on_flow_start for d in self.detectors if overrides(d, "on_flow_start")
         ]
         self.records_seen = 0
+        self._due_tick_ns: int | None = None  # tick of this round, run after its records
 
     def _is_subscriber(self, ip: str) -> bool:
         try:
@@ -118,15 +123,33 @@ class DetectStage:
         self.records_seen += seen
 
     def tick(self, now_ns: int) -> None:
+        """Packet-time tick, deferred until this round's records are in.
+
+        The pipeline ticks the stages *before* it routes the records the flow table
+        emitted in the same round, and those carry earlier packet times (a flow ends at
+        its last packet but is reported at the tick that closes it). Expiring windows or
+        resolving alerts first would judge activity as quiet before its records were
+        seen, so the tick runs in :meth:`take_records`, after :meth:`on_records`.
+        """
+        due = self._due_tick_ns
+        self._due_tick_ns = now_ns if due is None else max(due, now_ns)
+
+    def _run_tick(self) -> None:
+        now_ns = self._due_tick_ns
+        if now_ns is None:
+            return
+        self._due_tick_ns = None
         for d in self.detectors:
             d.tick(now_ns)
         self.alerts.tick(now_ns)
 
     def take_records(self) -> list[Struct]:
+        self._run_tick()
         out: list[Struct] = list(self.alerts.take())
         return out
 
     def finish(self, now_ns: int) -> None:
+        self._run_tick()
         for d in self.detectors:
             d.tick(now_ns)
         self.alerts.finish()

@@ -549,7 +549,8 @@ class GateStage:
             return
         if not isinstance(source, str) or not source:
             return
-        ts = getattr(rec, "ts_ns", None)
+        # the packet time of the activity behind the alert (AlertRecord.last_seen_ns)
+        ts = getattr(rec, "last_seen_ns", None)
         now = ts if isinstance(ts, int) and ts > 0 else self._now_ns
         for rule in self.policy.auto_rules_for(detector, severity):
             if rule.purpose == "legal_process":

@@ -28,6 +28,8 @@ enum { ST_NONE, ST_SYN_SENT, ST_SYN_RECEIVED, ST_ESTABLISHED, ST_FIN_WAIT, ST_CL
 enum { R_IDLE, R_ACTIVE, R_FIN, R_RST, R_EVICTED, R_FLUSH, NREASONS };
 enum { SRC_PORT, SRC_SIGNATURE, SRC_NONE };
 enum { EV_START, EV_PACKET, EV_END };
+/* flow_t.wanted: which events Python wants (set by the callback's answer / set_interest) */
+enum { W_PKT = 1, W_END = 2, W_NONRTP = 4 };
 /* feed status */
 enum { S_FULL, S_MORE, S_SLOW, S_BAD };
 
@@ -60,10 +62,13 @@ typedef struct {
     uint32_t hash, prev, next, seq;
     uint16_t flags; /* fwd flags in bits 0-7, rev in 8-15 */
     uint8_t a_is_src, tcp_state, lane, app, cls_left, classified, encap, wanted;
+    uint32_t rtp_ix; /* 1 + index into Core.rtps when RTP is accounted here, else 0 */
     int64_t first_ns, start_ns, last_ns;
     int64_t pk[2], by[2], l2[2], pl[2]; /* [0] = fwd (initiator), [1] = rev */
     uint64_t rtp[2];                     /* pending RTP candidate per direction, 0 = none */
 } flow_t;
+
+_Static_assert(sizeof(flow_t) == 176, "flow slot grew");
 
 typedef struct {
     int64_t ts, wire_len, ip_len, frames;
@@ -72,7 +77,7 @@ typedef struct {
     uint16_t vlan, sport, dport;
     uint8_t v6, proto, flags, encap;
     PyObject *obj; /* the Python Packet (slow path) or NULL */
-    int linktype;
+    int linktype, icmp_type;
 } pkt_t;
 
 typedef struct {
@@ -90,6 +95,10 @@ typedef struct {
     int64_t app_pk[NLABELS][2], app_by[NLABELS][2];
     PyObject *records;  /* list of record tuples */
     PyObject *callback; /* hooks: callback(event, slot, packet_or_frame, arg) or None */
+    struct rtp_flow **rtps; /* RTP state of tracked flows (flow_t.rtp_ix - 1) */
+    uint32_t *rtps_free, rtps_len, rtps_cap, rtps_nfree;
+    uint32_t *flush_order, flush_len, flush_pos; /* a final flush in progress (flush_some) */
+    PyObject *packet_type; /* decode.packet.Packet: hooks get one built here, or None */
 } Core;
 
 /* ---------------------------------------------------------------------------------- */
@@ -628,22 +637,31 @@ static int emit(Core *c, const flow_t *f, int reason) {
 }
 
 /* the packet as Python sees it: the Packet object, or a (ts, linktype, data, wire_len) frame */
-static PyObject *pkt_object(const pkt_t *p) {
+static PyObject *pkt_object(Core *c, const pkt_t *p) {
     if (p->obj) {
         Py_INCREF(p->obj);
         return p->obj;
     }
+    if (c->packet_type != Py_None) /* a Packet from the fields decode() found */
+        return PyObject_CallFunction(c->packet_type, "LLiiy#y#iiiiy#nnLiLi", (long long)p->ts,
+            (long long)p->wire_len, (int)p->vlan, p->v6 ? 6 : 4, (const char *)p->src,
+            (Py_ssize_t)(p->v6 ? 16 : 4), (const char *)p->dst, (Py_ssize_t)(p->v6 ? 16 : 4),
+            (int)p->proto, (int)p->sport, (int)p->dport, (int)p->flags, (const char *)p->data,
+            p->datalen, p->poff, p->plen, (long long)p->ip_len, (int)p->encap,
+            (long long)p->frames, p->icmp_type);
     return Py_BuildValue("(Liy#L)", (long long)p->ts, p->linktype, p->data, p->datalen,
                          (long long)p->wire_len);
 }
 
 static PyObject *call_hook(Core *c, int event, uint32_t idx, const pkt_t *p, int arg) {
-    PyObject *obj = p ? pkt_object(p) : (Py_INCREF(Py_None), Py_None);
+    PyObject *obj = p ? pkt_object(c, p) : (Py_INCREF(Py_None), Py_None);
     if (obj == NULL) return NULL;
     PyObject *r = PyObject_CallFunction(c->callback, "iIOi", event, idx, obj, arg);
     Py_DECREF(obj);
     return r;
 }
+
+static void rtp_detach(Core *c, flow_t *f);
 
 static int end_flow(Core *c, uint32_t idx, int reason) {
     flow_t *f = &c->pool[idx];
@@ -652,11 +670,13 @@ static int end_flow(Core *c, uint32_t idx, int reason) {
     c->active--;
     c->ended[reason]++;
     int rc = emit(c, f, reason);
-    if (rc == 0 && f->wanted && c->callback != Py_None) {
+    if (rc == 0 && (f->wanted & W_END) && c->callback != Py_None) {
         PyObject *r = call_hook(c, EV_END, idx, NULL, reason);
         if (r == NULL) rc = -1;
         Py_XDECREF(r);
     }
+    f = &c->pool[idx];
+    rtp_detach(c, f);
     f->wanted = 0;
     f->next = c->free_head;
     c->free_head = idx;
@@ -695,6 +715,264 @@ static void tcp_transition(Core *c, flow_t *f, uint32_t idx, int fl, int fwd) {
         lane_unlink(c, f);
         lane_append(c, f, idx, target);
     }
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* RTP accounting (voip/rtp.py RtpStreams/RtpStreamStats, same arithmetic)               */
+
+#define RTP_MAX_DROPOUT 3000
+#define RTP_MAX_MISORDER 100
+#define RTP_WINDOW 128
+typedef unsigned __int128 u128;
+
+typedef struct {
+    uint32_t ssrc, clock_rate, last_rtp_ts;
+    int32_t pt, bad_seq;
+    int64_t packets, payload_bytes, duplicates, reordered, seq_resets;
+    int64_t first_ns, last_ns, max_delta_ns, last_arrival, jitter_samples;
+    int64_t base, ext_max, received, expected_prior;
+    double jitter, jitter_sum, jitter_max;
+    u128 window;
+} rtp_stream_t;
+
+typedef struct rtp_flow {
+    uint32_t rates[128]; /* payload type -> clock rate (SDP rtpmap, else the static table) */
+    rtp_stream_t *s[2];
+    uint32_t n[2], cap[2], max_streams;
+    int64_t dropped[2];
+} rtp_flow_t;
+
+/* (ts_ns - last) * rate / 1e9 exactly as Python's int / int (correctly rounded) */
+static int rtp_arrival(int64_t dt, uint32_t rate, double *out) {
+    __int128 prod = (__int128)dt * rate;
+    if (prod < ((__int128)1 << 53) && prod > -((__int128)1 << 53)) {
+        *out = (double)(int64_t)prod / 1e9;
+        return 0;
+    }
+    PyObject *a = PyLong_FromLongLong(dt), *b = PyLong_FromUnsignedLong(rate), *ab = NULL,
+             *ns = PyLong_FromLong(1000000000L), *q = NULL;
+    if (a && b && ns) ab = PyNumber_Multiply(a, b);
+    if (ab) q = PyNumber_TrueDivide(ab, ns);
+    if (q) *out = PyFloat_AsDouble(q);
+    Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(ns); Py_XDECREF(ab); Py_XDECREF(q);
+    return q == NULL || PyErr_Occurred() ? -1 : 0;
+}
+
+static int rtp_observe(rtp_stream_t *s, int64_t ts, uint32_t seq, uint32_t rtp_ts, int pt,
+                       int64_t plen) {
+    s->packets++;
+    s->payload_bytes += plen;
+    if (s->packets == 1) {
+        s->pt = pt;
+        s->first_ns = s->last_ns = s->last_arrival = ts;
+        s->last_rtp_ts = rtp_ts;
+        s->base = s->ext_max = seq;
+        s->window = 1;
+        s->received = 1;
+        return 0;
+    }
+    int64_t delta = ts - s->last_ns;
+    if (delta > s->max_delta_ns) s->max_delta_ns = delta;
+    s->last_ns = ts;
+    uint32_t ud = (uint32_t)((uint64_t)((int64_t)seq - s->ext_max) & 0xFFFF);
+    if (ud == 0) {
+        s->duplicates++;
+        return 0;
+    }
+    if (ud < RTP_MAX_DROPOUT) {
+        s->ext_max += ud;
+        s->window = ud >= RTP_WINDOW ? 1 : (s->window << ud) | 1;
+        s->received++;
+        s->bad_seq = -1;
+    } else if (ud > 65536 - RTP_MAX_MISORDER) {
+        uint32_t back = 65536 - ud;
+        s->reordered++;
+        if (back < RTP_WINDOW) {
+            u128 bit = (u128)1 << back;
+            if (s->window & bit) {
+                s->reordered--;
+                s->duplicates++;
+                return 0;
+            }
+            s->window |= bit;
+        }
+        s->received++;
+        int64_t ext = s->ext_max - back;
+        if (ext < s->base) s->base = ext;
+    } else if ((int32_t)seq == s->bad_seq) {
+        s->expected_prior += s->ext_max - s->base + 1;
+        s->base = s->ext_max = seq;
+        s->window = 1;
+        s->received++;
+        s->bad_seq = -1;
+        s->seq_resets++;
+    } else {
+        s->bad_seq = (int32_t)((seq + 1) & 0xFFFF);
+        return 0;
+    }
+    uint32_t rate = s->clock_rate;
+    if (rate) {
+        double arrival;
+        if (rtp_arrival(ts - s->last_arrival, rate, &arrival) < 0) return -1;
+        double sent = (double)(int32_t)(rtp_ts - s->last_rtp_ts);
+        double d = arrival - sent;
+        if (d < 0) d = -d;
+        double jitter = s->jitter + (d - s->jitter) / 16.0;
+        s->jitter = jitter;
+        s->jitter_sum += jitter;
+        s->jitter_samples++;
+        if (jitter > s->jitter_max) s->jitter_max = jitter;
+    }
+    s->last_arrival = ts;
+    s->last_rtp_ts = rtp_ts;
+    return 0;
+}
+
+/* parse_rtp_header + RtpStreams.observe on d[off:end]: 1 = RTP (accounted), 0 = not, -1 error */
+static int rtp_account(rtp_flow_t *r, int dir, int64_t ts, const uint8_t *d, Py_ssize_t off,
+                       Py_ssize_t end) {
+    if (end - off < 12) return 0;
+    uint8_t b0 = d[off];
+    int pt = d[off + 1] & 0x7F;
+    if (b0 >> 6 != 2 || (pt >= 72 && pt <= 76)) return 0;
+    Py_ssize_t pos = off + 12 + 4 * (b0 & 0x0F);
+    if (b0 & 0x10) {
+        if (pos + 4 > end) return 0;
+        pos += 4 + 4 * (Py_ssize_t)be16(d + pos + 2);
+    }
+    if (pos > end) return 0;
+    Py_ssize_t stop = end;
+    if (b0 & 0x20) {
+        uint8_t pad = d[end - 1];
+        if (pad == 0 || end - pad < pos) return 0;
+        stop = end - pad;
+    }
+    uint32_t ssrc = be32(d + off + 8);
+    rtp_stream_t *s = NULL;
+    for (uint32_t i = 0; i < r->n[dir]; i++)
+        if (r->s[dir][i].ssrc == ssrc) { s = &r->s[dir][i]; break; }
+    if (s == NULL) {
+        if (r->n[dir] >= r->max_streams) {
+            r->dropped[dir]++;
+            return 1;
+        }
+        if (r->n[dir] == r->cap[dir]) {
+            uint32_t cap = r->cap[dir] ? r->cap[dir] * 2 : 1;
+            if (cap > r->max_streams) cap = r->max_streams;
+            rtp_stream_t *grown = PyMem_RawRealloc(r->s[dir], cap * sizeof *grown);
+            if (grown == NULL) { PyErr_NoMemory(); return -1; }
+            r->s[dir] = grown;
+            r->cap[dir] = cap;
+        }
+        s = &r->s[dir][r->n[dir]++];
+        memset(s, 0, sizeof *s);
+        s->ssrc = ssrc;
+        s->clock_rate = r->rates[pt];
+        s->pt = -1;
+        s->bad_seq = -1;
+    }
+    if (rtp_observe(s, ts, be16(d + off + 2), be32(d + off + 4), pt, stop - pos) < 0) return -1;
+    return 1;
+}
+
+static void rtp_free(rtp_flow_t *r) {
+    if (r == NULL) return;
+    PyMem_RawFree(r->s[0]);
+    PyMem_RawFree(r->s[1]);
+    PyMem_RawFree(r);
+}
+
+static PyObject *rtp_state_tuple(const rtp_stream_t *s) {
+    return Py_BuildValue("(IIiLLLLLLLLddLdLLNiLLLI)", s->ssrc, s->clock_rate, s->pt,
+        (long long)s->packets, (long long)s->payload_bytes, (long long)s->duplicates,
+        (long long)s->reordered, (long long)s->seq_resets, (long long)s->first_ns,
+        (long long)s->last_ns, (long long)s->max_delta_ns, s->jitter_sum, s->jitter_max,
+        (long long)s->jitter_samples, s->jitter, (long long)s->base, (long long)s->ext_max,
+        _PyLong_FromByteArray((const unsigned char *)&s->window, sizeof s->window, 1, 0),
+        s->bad_seq, (long long)s->received, (long long)s->expected_prior,
+        (long long)s->last_arrival, s->last_rtp_ts);
+}
+
+/* ((fwd states...), (rev states...), (dropped_fwd, dropped_rev)) */
+static PyObject *rtp_states(const rtp_flow_t *r) {
+    PyObject *dirs[2] = {NULL, NULL};
+    for (int d = 0; d < 2; d++) {
+        uint32_t n = r ? r->n[d] : 0;
+        dirs[d] = PyTuple_New(n);
+        if (dirs[d] == NULL) goto fail;
+        for (uint32_t i = 0; i < n; i++) {
+            PyObject *t = rtp_state_tuple(&r->s[d][i]);
+            if (t == NULL) goto fail;
+            PyTuple_SET_ITEM(dirs[d], i, t);
+        }
+    }
+    return Py_BuildValue("(NN(LL))", dirs[0], dirs[1], (long long)(r ? r->dropped[0] : 0),
+                         (long long)(r ? r->dropped[1] : 0));
+fail:
+    Py_XDECREF(dirs[0]);
+    Py_XDECREF(dirs[1]);
+    return NULL;
+}
+
+static int rtp_rates(rtp_flow_t *r, PyObject *rates) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(rates, &b, PyBUF_SIMPLE) < 0) return -1;
+    int ok = b.len == (Py_ssize_t)sizeof r->rates;
+    if (ok) memcpy(r->rates, b.buf, sizeof r->rates);
+    PyBuffer_Release(&b);
+    if (!ok) PyErr_SetString(PyExc_ValueError, "rates: 128 native uint32 clock rates");
+    return ok ? 0 : -1;
+}
+
+static rtp_flow_t *rtp_new(PyObject *rates, unsigned long max_streams) {
+    if (max_streams < 1 || max_streams > 65535) {
+        PyErr_SetString(PyExc_ValueError, "max_streams out of range");
+        return NULL;
+    }
+    rtp_flow_t *r = PyMem_RawCalloc(1, sizeof *r);
+    if (r == NULL) return (rtp_flow_t *)PyErr_NoMemory();
+    r->max_streams = (uint32_t)max_streams;
+    if (rtp_rates(r, rates) < 0) {
+        rtp_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static int rtp_attach(Core *c, flow_t *f, rtp_flow_t *r) {
+    uint32_t i;
+    if (c->rtps_nfree) i = c->rtps_free[--c->rtps_nfree];
+    else {
+        if (c->rtps_len == c->rtps_cap) {
+            uint32_t cap = c->rtps_cap ? c->rtps_cap * 2 : 64;
+            rtp_flow_t **grown = PyMem_RawRealloc(c->rtps, cap * sizeof *grown);
+            if (grown == NULL) { PyErr_NoMemory(); return -1; }
+            c->rtps = grown;
+            uint32_t *fr = PyMem_RawRealloc(c->rtps_free, cap * sizeof *fr);
+            if (fr == NULL) { PyErr_NoMemory(); return -1; }
+            c->rtps_free = fr;
+            c->rtps_cap = cap;
+        }
+        i = c->rtps_len++;
+    }
+    c->rtps[i] = r;
+    f->rtp_ix = i + 1;
+    return 0;
+}
+
+static void rtp_detach(Core *c, flow_t *f) {
+    if (!f->rtp_ix) return;
+    uint32_t i = f->rtp_ix - 1;
+    rtp_free(c->rtps[i]);
+    c->rtps[i] = NULL;
+    c->rtps_free[c->rtps_nfree++] = i;
+    f->rtp_ix = 0;
+}
+
+static int rtp_packet(Core *c, flow_t *f, const pkt_t *p, int fwd) {
+    Py_ssize_t end = p->poff + p->plen;
+    if (end > p->datalen || p->poff < 0) return 0;
+    return rtp_account(c->rtps[f->rtp_ix - 1], fwd ? 0 : 1, p->ts, p->data, p->poff, end);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -746,8 +1024,11 @@ static int start_flow(Core *c, const pkt_t *p, const fkey_t *k, uint32_t h, int 
         PyObject *r = call_hook(c, EV_START, idx, p, fwd);
         if (r == NULL) return -1;
         f = &c->pool[idx];
-        f->wanted = (uint8_t)PyObject_IsTrue(r);
+        long bits = PyLong_AsLong(r);
         Py_DECREF(r);
+        if (bits == -1 && PyErr_Occurred()) return -1;
+        f->wanted = (uint8_t)bits;
+        if (f->rtp_ix && rtp_packet(c, f, p, fwd) < 0) return -1;
     }
     return 0;
 }
@@ -812,8 +1093,10 @@ static int update(Core *c, const pkt_t *p) {
     }
     move_to_end(c, f, idx);
     if (p->plen && f->cls_left > 0) classify(f, p, fwd);
-    if (f->wanted && c->callback != Py_None) {
-        PyObject *r = call_hook(c, EV_PACKET, idx, p, fwd);
+    int rtp = 0;
+    if (f->rtp_ix && (rtp = rtp_packet(c, f, p, fwd)) < 0) return -1;
+    if (((f->wanted & W_PKT) || ((f->wanted & W_NONRTP) && !rtp)) && c->callback != Py_None) {
+        PyObject *r = call_hook(c, EV_PACKET, idx, p, fwd | rtp << 1);
         if (r == NULL) return -1;
         Py_DECREF(r);
     }
@@ -873,6 +1156,7 @@ static int decode(Core *c, pkt_t *p, const uint8_t *d, Py_ssize_t n) {
     }
     uint16_t sport = 0, dport = 0;
     uint8_t flags = 0;
+    int icmp_type = -1;
     Py_ssize_t payload = l4;
     if (proto == 6) {
         if (l4 + 20 > end) return 1;
@@ -892,6 +1176,7 @@ static int decode(Core *c, pkt_t *p, const uint8_t *d, Py_ssize_t n) {
     } else if (proto == 1 || proto == 58) {
         if (l4 + 4 > end) return 1;
         payload = l4 + 8 < end ? l4 + 8 : end;
+        icmp_type = d[l4];
     } else if (proto == 132) {
         if (l4 + 12 > end) return 1;
         sport = be16(d + l4);
@@ -911,6 +1196,7 @@ static int decode(Core *c, pkt_t *p, const uint8_t *d, Py_ssize_t n) {
     p->plen = end - payload;
     p->frames = 1;
     p->encap = 0;
+    p->icmp_type = icmp_type;
     p->obj = NULL;
     return 0;
 }
@@ -1093,19 +1379,40 @@ static int cmp_open(const void *x, const void *y) {
     return r ? r : (la < lb ? -1 : la > lb);
 }
 
+/* End up to max open flows with reason "flush", oldest first (FlowTable.flush_all order);
+   the order is taken once, at the first call, and kept until every flow in it ended.
+   Returns how many of those flows are still open. */
+static PyObject *Core_flush_some(Core *c, PyObject *arg) {
+    Py_ssize_t max = PyLong_AsSsize_t(arg);
+    if (max == -1 && PyErr_Occurred()) return NULL;
+    if (c->flush_order == NULL) {
+        uint32_t n = 0, *open = PyMem_RawMalloc(((size_t)c->active + 1) * sizeof *open);
+        if (open == NULL) return PyErr_NoMemory();
+        for (int l = 0; l < NLANES; l++)
+            for (uint32_t i = c->head[l]; i != NIL; i = c->pool[i].next) open[n++] = i;
+        sort_core = c;
+        qsort(open, n, sizeof *open, cmp_open);
+        c->flush_order = open;
+        c->flush_len = n;
+        c->flush_pos = 0;
+    }
+    for (Py_ssize_t done = 0; done < max && c->flush_pos < c->flush_len; done++)
+        if (end_flow(c, c->flush_order[c->flush_pos++], R_FLUSH) < 0) return NULL;
+    Py_ssize_t left = c->flush_len - c->flush_pos;
+    if (!left) {
+        PyMem_RawFree(c->flush_order);
+        c->flush_order = NULL;
+    }
+    return PyLong_FromSsize_t(left);
+}
+
 static PyObject *Core_flush_all(Core *c, PyObject *Py_UNUSED(ignored)) {
-    uint32_t n = 0, *open = PyMem_RawMalloc(((size_t)c->active + 1) * sizeof *open);
-    if (open == NULL) return PyErr_NoMemory();
-    for (int l = 0; l < NLANES; l++)
-        for (uint32_t i = c->head[l]; i != NIL; i = c->pool[i].next) open[n++] = i;
-    sort_core = c;
-    qsort(open, n, sizeof *open, cmp_open);
-    for (uint32_t i = 0; i < n; i++)
-        if (end_flow(c, open[i], R_FLUSH) < 0) {
-            PyMem_RawFree(open);
-            return NULL;
-        }
-    PyMem_RawFree(open);
+    PyObject *all = PyLong_FromSsize_t(PY_SSIZE_T_MAX);
+    if (all == NULL) return NULL;
+    PyObject *r = Core_flush_some(c, all);
+    Py_DECREF(all);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
     Py_RETURN_NONE;
 }
 
@@ -1127,13 +1434,103 @@ static PyObject *Core_flow_info(Core *c, PyObject *arg) {
     return flow_tuple(f, f->classified ? -1 : f->cls_left);
 }
 
-static PyObject *Core_set_callback(Core *c, PyObject *cb) {
-    if (cb != Py_None && !PyCallable_Check(cb)) {
-        PyErr_SetString(PyExc_TypeError, "callback must be callable or None");
+static flow_t *slot_arg(Core *c, Py_ssize_t idx) {
+    if (idx < 0 || idx >= c->pool_used) {
+        PyErr_SetString(PyExc_IndexError, "no such flow slot");
+        return NULL;
+    }
+    return &c->pool[idx];
+}
+
+static PyObject *Core_set_interest(Core *c, PyObject *args) {
+    Py_ssize_t idx;
+    int bits;
+    if (!PyArg_ParseTuple(args, "ni", &idx, &bits)) return NULL;
+    flow_t *f = slot_arg(c, idx);
+    if (f == NULL) return NULL;
+    f->wanted = (uint8_t)(bits & (W_PKT | W_END | W_NONRTP));
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_rtp_track(Core *c, PyObject *args) {
+    Py_ssize_t idx;
+    PyObject *rates;
+    unsigned long max_streams;
+    if (!PyArg_ParseTuple(args, "nOk", &idx, &rates, &max_streams)) return NULL;
+    flow_t *f = slot_arg(c, idx);
+    if (f == NULL) return NULL;
+    if (f->rtp_ix) {
+        if (rtp_rates(c->rtps[f->rtp_ix - 1], rates) < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    rtp_flow_t *r = rtp_new(rates, max_streams);
+    if (r == NULL) return NULL;
+    if (rtp_attach(c, f, r) < 0) {
+        rtp_free(r);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_rtp_untrack(Core *c, PyObject *arg) {
+    Py_ssize_t idx = PyLong_AsSsize_t(arg);
+    if (idx == -1 && PyErr_Occurred()) return NULL;
+    flow_t *f = slot_arg(c, idx);
+    if (f == NULL) return NULL;
+    rtp_detach(c, f);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_rtp_streams(Core *c, PyObject *arg) {
+    Py_ssize_t idx = PyLong_AsSsize_t(arg);
+    if (idx == -1 && PyErr_Occurred()) return NULL;
+    flow_t *f = slot_arg(c, idx);
+    if (f == NULL) return NULL;
+    return rtp_states(f->rtp_ix ? c->rtps[f->rtp_ix - 1] : NULL);
+}
+
+static PyObject *rtp_replay(PyObject *Py_UNUSED(mod), PyObject *args) {
+    PyObject *rates, *events;
+    unsigned long max_streams;
+    if (!PyArg_ParseTuple(args, "OkO", &rates, &max_streams, &events)) return NULL;
+    rtp_flow_t *r = rtp_new(rates, max_streams);
+    if (r == NULL) return NULL;
+    PyObject *seq = PySequence_Fast(events, "events: a sequence of (ts_ns, rev, payload)");
+    PyObject *out = NULL, *flags = NULL;
+    if (seq == NULL) goto done;
+    flags = PyBytes_FromStringAndSize(NULL, PySequence_Fast_GET_SIZE(seq));
+    if (flags == NULL) goto done;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        long long ts;
+        int dir;
+        Py_buffer b;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "Lpy*", &ts, &dir, &b)) goto done;
+        int rc = rtp_account(r, dir ? 1 : 0, ts, b.buf, 0, b.len);
+        PyBuffer_Release(&b);
+        if (rc < 0) goto done;
+        PyBytes_AS_STRING(flags)[i] = (char)rc;
+    }
+    PyObject *states = rtp_states(r);
+    if (states != NULL) out = Py_BuildValue("(NO)", states, flags);
+done:
+    Py_XDECREF(flags);
+    Py_XDECREF(seq);
+    rtp_free(r);
+    return out;
+}
+
+static PyObject *Core_set_callback(Core *c, PyObject *args) {
+    PyObject *cb, *packet_type = Py_None;
+    if (!PyArg_ParseTuple(args, "O|O", &cb, &packet_type)) return NULL;
+    if ((cb != Py_None && !PyCallable_Check(cb)) ||
+        (packet_type != Py_None && !PyCallable_Check(packet_type))) {
+        PyErr_SetString(PyExc_TypeError, "callback and packet type: callable or None");
         return NULL;
     }
     Py_INCREF(cb);
     Py_SETREF(c->callback, cb);
+    Py_INCREF(packet_type);
+    Py_SETREF(c->packet_type, packet_type);
     Py_RETURN_NONE;
 }
 
@@ -1171,13 +1568,26 @@ static PyMethodDef Core_methods[] = {
     {"update_packets", (PyCFunction)Core_update_packets, METH_O, update_packets_doc},
     {"tick", (PyCFunction)Core_tick, METH_O, "tick(now_ns): end idle flows, bounded scan"},
     {"flush_all", (PyCFunction)Core_flush_all, METH_NOARGS, "End every open flow (flush)."},
+    {"flush_some", (PyCFunction)Core_flush_some, METH_O,
+     "flush_some(n): end the next n flows of a final flush; returns how many are left"},
     {"take_records", (PyCFunction)Core_take_records, METH_NOARGS, "Record tuples since last call."},
     {"flow_info", (PyCFunction)Core_flow_info, METH_O, "flow_info(slot): an open flow's tuple"},
-    {"set_callback", (PyCFunction)Core_set_callback, METH_O, "Hook events callback or None."},
+    {"set_callback", (PyCFunction)Core_set_callback, METH_VARARGS,
+     "set_callback(callback or None, packet_type=None): hook events; with packet_type, a\n"
+     "frame the C decoder took comes as packet_type(ts_ns, wire_len, vlan, ip_version, src,\n"
+     "dst, proto, sport, dport, tcp_flags, data, payload_off, payload_len, ip_len, encap,\n"
+     "frames, icmp_type), else as a (ts_ns, linktype, data, wire_len) frame."},
     {"counters", (PyCFunction)Core_counters, METH_NOARGS, "Table counters as a dict."},
     {"app_counters", (PyCFunction)Core_app_counters, METH_NOARGS,
      "Per label: (packets_fwd, packets_rev, bytes_fwd, bytes_rev)."},
     {"memory", (PyCFunction)Core_memory, METH_NOARGS, "(bytes per slot, pool slots, hash slots)"},
+    {"set_interest", (PyCFunction)Core_set_interest, METH_VARARGS,
+     "set_interest(slot, bits): 1 every packet, 2 the end, 4 packets that are not RTP"},
+    {"rtp_track", (PyCFunction)Core_rtp_track, METH_VARARGS,
+     "rtp_track(slot, rates, max_streams): account RTP of this flow (or set its rates)"},
+    {"rtp_untrack", (PyCFunction)Core_rtp_untrack, METH_O, "rtp_untrack(slot): forget its RTP"},
+    {"rtp_streams", (PyCFunction)Core_rtp_streams, METH_O,
+     "rtp_streams(slot) -> (fwd states, rev states, (dropped fwd, dropped rev))"},
     {NULL, NULL, 0, NULL}};
 
 static int Core_init(Core *c, PyObject *args, PyObject *kw) {
@@ -1251,14 +1661,21 @@ static int Core_init(Core *c, PyObject *args, PyObject *kw) {
     c->free_head = NIL;
     Py_INCREF(Py_None);
     c->callback = Py_None;
+    Py_INCREF(Py_None);
+    c->packet_type = Py_None;
     return 0;
 }
 
 static void Core_dealloc(Core *c) {
+    for (uint32_t i = 0; i < c->rtps_len; i++) rtp_free(c->rtps[i]);
+    PyMem_RawFree(c->rtps);
+    PyMem_RawFree(c->rtps_free);
+    PyMem_RawFree(c->flush_order);
     PyMem_RawFree(c->pool);
     PyMem_RawFree(c->tab);
     Py_XDECREF(c->records);
     Py_XDECREF(c->callback);
+    Py_XDECREF(c->packet_type);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 
@@ -1274,9 +1691,15 @@ static PyTypeObject CoreType = {
     .tp_methods = Core_methods,
 };
 
+static PyMethodDef module_methods[] = {
+    {"rtp_replay", rtp_replay, METH_VARARGS,
+     "rtp_replay(rates, max_streams, [(ts_ns, rev, rtp_bytes)]) -> (states, is_rtp flags):\n"
+     "the RTP accounting of one flow on its own (differential tests)."},
+    {NULL, NULL, 0, NULL}};
+
 static struct PyModuleDef coremodule = {PyModuleDef_HEAD_INIT, "_core",
-    "The compiled fast path (see trafficguard/fast/__init__.py).", -1, NULL, NULL, NULL, NULL,
-    NULL};
+    "The compiled fast path (see trafficguard/fast/__init__.py).", -1, module_methods, NULL,
+    NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__core(void) {
     if (PyType_Ready(&CoreType) < 0) return NULL;

@@ -10,7 +10,11 @@ records, decode error counts and fragment handling are those of the Python path.
 Hooks: every hook sees ``on_flow_start``; then its optional ``wants_packets(pkt, flow)``
 decides whether that flow's packets (``on_packet``) and end (``on_flow_end``) come back
 to Python for it. A hook without it wants every flow, as with the Python table; flows no
-hook wants cost nothing in Python after their first packet.
+hook wants cost nothing in Python after their first packet. Later, a hook may
+``release`` a flow (no more calls for it), and the VoIP stage may ``track_rtp`` a flow:
+the C core then runs ``RtpStreams.observe_packet`` on every packet and the hook, once it
+calls ``rtp_only_rest``, gets only the packets that are not RTP (RTCP muxed on the port);
+it reads the streams with ``rtp_streams`` when the flow ends.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ _SLOW: Final = 2
 _BAD: Final = 3
 _EV_START: Final = 0
 _EV_PACKET: Final = 1
+_W_PKT: Final = 1  # flow_t.wanted bits: every packet, the end, packets that are not RTP
+_W_END: Final = 2
+_W_NONRTP: Final = 4
+_RTP_DONE: Final = 2  # in a packet event's arg: the C core accounted it as RTP
 _NEVER: Final = 1 << 62
 _LINKTYPE: Final = {bo: struct.Struct(bo + "I") for bo in "<>"}
 
@@ -79,7 +87,12 @@ class FastPath:
         )
         self._decoder = decoder
         self._hooks: tuple[FlowHook, ...] = ()
-        self._open: dict[int, tuple[FastFlow, tuple[FlowHook, ...]]] = {}
+        # open flows some hook wants: slot -> (view, hooks, hooks that get non-RTP packets only)
+        self._open: dict[int, tuple[FastFlow, tuple[FlowHook, ...], frozenset[FlowHook]]] = {}
+        self._starting: FastFlow | None = None  # the flow whose start event is running
+        self._ending: FastFlow | None = None  # the flow whose end event is running
+        self._combos: dict[tuple[FlowHook, ...], tuple[FlowHook, ...]] = {}
+        self._start_modes: dict[FlowHook, int] = {}  # release/rtp_only_rest during it
         self._packets = Decoder(dc)  # turns fast frames into Packets for hooks only
         self.stats = FastStats(self._core, fc.max_flows)
 
@@ -87,42 +100,131 @@ class FastPath:
     def add_hook(self, hook: FlowHook) -> None:
         """Register an analyzer; flows only come back to Python for hooks that want them."""
         self._hooks = (*self._hooks, hook)
-        self._core.set_callback(self._on_event)
+        self._core.set_callback(self._on_event, Packet)
 
     def _packet(self, obj: object) -> Packet:
+        """The C core builds Packets from its own decode (no second decode here)."""
         if isinstance(obj, Packet):
             return obj
         assert isinstance(obj, tuple)
         return self._packets.decode_batch([obj])[0]
 
-    def _on_event(self, event: int, slot: int, obj: object, arg: int) -> bool:
-        """Called by the C table: a flow starts, a wanted flow's packet, a wanted flow ends."""
+    def _on_event(self, event: int, slot: int, obj: object, arg: int) -> int:
+        """Called by the C table: a flow starts, a wanted flow's packet, a wanted flow ends.
+
+        The answer to a start is the events the C table sends for the flow (``_W_*``)."""
         if event == _EV_START:
             pkt = self._packet(obj)
             view = FastFlow(self._core, slot)
             flow = _as_flow(view)
-            for h in self._hooks:
-                h.on_flow_start(pkt, flow)
-            wanting = tuple(h for h in self._hooks if _wants(h, pkt, flow))
+            self._starting = view
+            modes = self._start_modes
+            try:
+                for h in self._hooks:
+                    h.on_flow_start(pkt, flow)
+                wanting = tuple(
+                    h for h in self._hooks if _wants(h, pkt, flow) and modes.get(h) != _RELEASED
+                )
+            finally:
+                self._starting = None
+            narrow = frozenset(h for h in wanting if modes.get(h) == _NONRTP) if modes else _NOBODY
+            modes.clear()
             if not wanting:
-                return False
-            self._open[slot] = (view, wanting)
-            direction = DIR_FWD if arg else DIR_REV
+                return 0
+            wanting = self._combos.setdefault(wanting, wanting)  # one tuple per combination
+            self._open[slot] = (view, wanting, narrow)
+            direction = DIR_FWD if arg & 1 else DIR_REV
             for h in wanting:
                 h.on_packet(pkt, flow, direction)
-            return True
+            entry = self._open.get(slot)
+            return _interest(entry[1], entry[2]) if entry is not None and entry[0] is view else 0
         if event == _EV_PACKET:
-            view, wanting = self._open[slot]
+            view, wanting, narrow = self._open[slot]
             pkt = self._packet(obj)
-            direction = DIR_FWD if arg else DIR_REV
-            for h in wanting:
-                h.on_packet(pkt, _as_flow(view), direction)
-            return True
-        view, wanting = self._open.pop(slot)
+            direction = DIR_FWD if arg & 1 else DIR_REV
+            flow = _as_flow(view)
+            if arg & _RTP_DONE and narrow:
+                for h in wanting:
+                    if h not in narrow:
+                        h.on_packet(pkt, flow, direction)
+            else:
+                for h in wanting:
+                    h.on_packet(pkt, flow, direction)
+            return 0
+        view, wanting, _ = self._open.pop(slot)
         view.freeze()
-        for h in wanting:
-            h.on_flow_end(_as_flow(view), FLOW_END_REASONS[arg])
+        self._ending = view  # its slot (RTP state included) is freed after this returns
+        try:
+            for h in wanting:
+                h.on_flow_end(_as_flow(view), FLOW_END_REASONS[arg])
+        finally:
+            self._ending = None
+        return 0
+
+    # -- per-flow interest and RTP accounting (called by hooks while the flow is open) ----
+    def _slot_of(self, flow: Flow) -> int | None:
+        """The slot of ``flow`` if it is the open flow there (its start may be running)."""
+        view: FastFlow = flow  # type: ignore[assignment]
+        slot = view._slot
+        if view is self._starting or view is self._ending:
+            return slot
+        entry = self._open.get(slot)
+        return slot if entry is not None and entry[0] is view else None
+
+    def _set_mode(self, flow: Flow, hook: FlowHook, mode: int) -> None:
+        view: FastFlow = flow  # type: ignore[assignment]
+        if view is self._starting:
+            self._start_modes[hook] = mode
+            return
+        slot = view._slot
+        entry = self._open.get(slot)
+        if entry is None or entry[0] is not view or hook not in entry[1]:
+            return
+        _, wanting, narrow = entry
+        if mode == _RELEASED:
+            wanting = tuple(h for h in wanting if h is not hook)
+            narrow = narrow - {hook}
+        else:
+            narrow = narrow | {hook}
+        if wanting:
+            self._open[slot] = (view, wanting, narrow)
+        else:
+            del self._open[slot]
+        self._core.set_interest(slot, _interest(wanting, narrow))
+
+    def release(self, flow: Flow, hook: FlowHook) -> None:
+        """``hook`` wants no more ``on_packet``/``on_flow_end`` calls for this open flow."""
+        self._set_mode(flow, hook, _RELEASED)
+
+    def rtp_only_rest(self, flow: Flow, hook: FlowHook) -> None:
+        """From now on ``hook`` gets only this flow's packets the C core did not account as
+        RTP (call ``track_rtp`` first), and its end."""
+        self._set_mode(flow, hook, _NONRTP)
+
+    def track_rtp(self, flow: Flow, rates: bytes, max_streams: int) -> bool:
+        """Run ``RtpStreams.observe_packet`` in C on every packet of this open flow from
+        the current one on (``rates``: ``voip.rtp.clock_rate_table``); called again, it
+        only replaces the rates. False if the flow is not open here."""
+        slot = self._slot_of(flow)
+        if slot is None:
+            return False
+        self._core.rtp_track(slot, rates, max_streams)
         return True
+
+    def untrack_rtp(self, flow: Flow) -> None:
+        """Stop the C RTP accounting of this open flow and drop its state."""
+        slot = self._slot_of(flow)
+        if slot is not None:
+            self._core.rtp_untrack(slot)
+
+    def rtp_streams(self, flow: Flow) -> RtpStates:
+        """The RTP stream states of a tracked flow, readable until its ``on_flow_end``
+        returns: ``(fwd states, rev states, (dropped fwd, dropped rev))``."""
+        slot = self._slot_of(flow)
+        if slot is None:
+            return (), (), (0, 0)
+        states: RtpStates = self._core.rtp_streams(slot)
+        return states
 
     # -- frames in -------------------------------------------------------------------
     def process_frames(self, frames: list[Frame]) -> None:
@@ -221,6 +323,15 @@ class FastPath:
         """End every open flow with reason "flush", oldest first."""
         self._core.flush_all()
 
+    def flush_chunks(self, max_flows: int) -> Iterator[None]:
+        """``flush_all`` in steps of at most ``max_flows`` flows, same order; after each
+        step ``take_records`` holds that step's records (so they need not all exist at once)."""
+        while True:
+            left = self._core.flush_some(max_flows)
+            yield
+            if not left:
+                return
+
     def take_records(self) -> list[FlowRecord]:
         """Records produced since the last call, in the order they were produced."""
         return to_records(self._core.take_records())
@@ -231,6 +342,25 @@ class FastPath:
         value = self._core.counters()["fast_frames"]
         assert isinstance(value, int)
         return value
+
+
+_RELEASED: Final = 0
+_NONRTP: Final = 1
+_NOBODY: Final[frozenset[FlowHook]] = frozenset()  # shared: most open flows have no narrow hook
+RtpState = tuple[int | float, ...]  # voip.rtp.STATE_FIELDS
+RtpStates = tuple[tuple[RtpState, ...], tuple[RtpState, ...], tuple[int, int]]
+
+
+def _interest(wanting: tuple[FlowHook, ...], narrow: frozenset[FlowHook]) -> int:
+    """The C table's ``wanted`` bits for these hooks."""
+    if not wanting:
+        return 0
+    bits = _W_END
+    if narrow:
+        bits |= _W_NONRTP
+    if len(narrow) < len(wanting):
+        bits |= _W_PKT
+    return bits
 
 
 def _wants(hook: FlowHook, pkt: Packet, flow: Flow) -> bool:

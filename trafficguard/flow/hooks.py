@@ -26,6 +26,11 @@ class FlowHook(Protocol):
     the flow's ``on_packet``/``on_flow_end`` calls, so flows nobody wants never come back
     to Python. A hook without it gets every packet, as before. The Python table may still
     make those calls, so a hook's output must not depend on flows it declined.
+
+    Later, on the fast path (``FastPath.release(flow, hook)``), a hook may give up a flow
+    it wanted (e.g. the RTP heuristic said no); the VoIP stage also hands RTP accounting
+    to the C core (``FastPath.track_rtp``/``rtp_only_rest``/``rtp_streams``). Hooks find
+    these by ``hasattr`` on the host they were attached to; the Python table has neither.
     """
 
     def on_flow_start(self, pkt: Packet, flow: Flow) -> None: ...

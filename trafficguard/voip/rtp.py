@@ -17,6 +17,7 @@ without being decoded; only SR/RR numbers are parsed.
 from __future__ import annotations
 
 import struct
+from array import array
 from typing import Final, NamedTuple
 
 from trafficguard.voip.records import RtpStreamRecord
@@ -322,6 +323,36 @@ class RtpStreams:
             return False
         self.observe(ts_ns, hdr.seq, hdr.rtp_ts, hdr.ssrc, hdr.pt, hdr.payload_len)
         return True
+
+
+# -- the compiled core's RTP accounting (trafficguard.fast) -------------------------------------
+# ``trafficguard.fast`` can run ``RtpStreams.observe_packet`` in C for a flow (same arithmetic,
+# same rules); the VoIP stage then reads each stream's state as one tuple in this order.
+STATE_FIELDS: Final = (
+    "ssrc", "clock_rate", "pt", "packets", "payload_bytes", "duplicates", "reordered",
+    "seq_resets", "first_ns", "last_ns", "max_delta_ns", "jitter_sum", "jitter_max",
+    "jitter_samples", "_jitter", "_base", "_ext_max", "_window", "_bad_seq", "_received",
+    "_expected_prior", "_last_arrival", "_last_rtp_ts",
+)  # fmt: skip
+
+
+def stats_state(stats: RtpStreamStats) -> tuple[int | float, ...]:
+    """The full state of a stream, in ``STATE_FIELDS`` order (what the C core returns)."""
+    return tuple(getattr(stats, name) for name in STATE_FIELDS)
+
+
+def stats_from_state(state: tuple[int | float, ...]) -> RtpStreamStats:
+    """An ``RtpStreamStats`` holding a state tuple from the compiled core."""
+    stats = RtpStreamStats(int(state[0]))
+    for name, value in zip(STATE_FIELDS, state, strict=True):
+        setattr(stats, name, value)
+    return stats
+
+
+def clock_rate_table(clock_rates: dict[int, int]) -> bytes:
+    """Per payload type 0-127, the clock rate a new stream gets (``RtpStreams.observe``):
+    the SDP rtpmap's rate, else the static table's; as native uint32 for the C core."""
+    return array("I", [clock_rates.get(pt, 0) or codec_of(pt)[1] for pt in range(128)]).tobytes()
 
 
 # -- RTCP -------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final, Protocol
 
 import msgspec
 from msgspec import Struct
@@ -50,8 +50,10 @@ from trafficguard.voip.rtp import (
     RtpHeuristic,
     RtpStreams,
     RtpStreamStats,
+    clock_rate_table,
     parse_rtcp,
     parse_rtp_header,
+    stats_from_state,
 )
 from trafficguard.voip.sdp import codec_of
 from trafficguard.voip.sip import (
@@ -80,6 +82,21 @@ SCTP_FRAGMENT: Final = "sctp_fragment"
 SCTP_RETRANSMISSION: Final = "sctp_retransmission"
 
 Endpoint = tuple[str, int]
+
+
+class NativeRtp(Protocol):
+    """What the compiled fast path (``trafficguard.fast.path.FastPath``) offers the stage:
+    RTP accounting in C for a flow, and per-hook release of a flow."""
+
+    def track_rtp(self, flow: Flow, rates: bytes, max_streams: int) -> bool: ...
+
+    def untrack_rtp(self, flow: Flow) -> None: ...
+
+    def rtp_only_rest(self, flow: Flow, hook: Any) -> None: ...
+
+    def release(self, flow: Flow, hook: Any) -> None: ...
+
+    def rtp_streams(self, flow: Flow) -> tuple[Any, Any, Any]: ...
 
 
 def tcp_seq(pkt: Packet) -> int:
@@ -252,9 +269,14 @@ class _Media(_Handler):
     ``heuristics`` is None once the flow is known to be RTP (announced by SDP or confirmed
     by the heuristic); before that, one ``RtpHeuristic`` per direction decides and the
     packets are metered meanwhile, so a confirmed stream misses none of its first ones.
+
+    ``native`` (the compiled fast path): the C core meters the streams from the flow's
+    first packet (the same ``RtpStreams`` arithmetic); this handler then sees packets only
+    for the heuristic and, once confirmed, only those that are not RTP (RTCP muxed on
+    the port), and reads the streams when the flow ends.
     """
 
-    __slots__ = ("call_id_hash", "flow", "heuristics", "rtpmap", "streams")
+    __slots__ = ("call_id_hash", "flow", "heuristics", "native", "rtpmap", "streams")
 
     def __init__(
         self,
@@ -275,6 +297,11 @@ class _Media(_Handler):
         self.heuristics: tuple[RtpHeuristic, RtpHeuristic] | None = (
             None if confirmed else (RtpHeuristic(), RtpHeuristic())
         )
+        self.native = stage.native
+        if self.native is not None and not self.native.track_rtp(
+            flow, clock_rate_table(rates), limit
+        ):
+            self.native = None
 
     def packet(self, pkt: Packet, direction: str) -> None:
         off = pkt.payload_off
@@ -282,6 +309,20 @@ class _Media(_Handler):
         data = pkt.data
         i = 0 if direction == DIR_FWD else 1
         heuristics = self.heuristics
+        if self.native is not None:
+            # The C core accounts the RTP packets; only the heuristic and RTCP remain here.
+            end = off + n
+            if heuristics is not None:
+                verdict = heuristics[i].feed(data, off, end)
+                if verdict == NOT_RTP:
+                    self.stage.drop_handler(self.flow)
+                elif verdict == IS_RTP:
+                    self.heuristics = None
+                    self.stage.media_confirmed(self)
+                    self.native.rtp_only_rest(self.flow, self.stage)
+            elif n >= 8 and 200 <= data[off + 1] <= 204:  # never RTP: RTCP (RFC 5761)
+                self.stage.rtcp_packet(pkt.ts_ns, data, off, end)
+            return
         if heuristics is None and n >= 12 and data[off] == 0x80:
             # The common case inline: RTP v2 without padding, extension or CSRCs, of an
             # SSRC already known (no header object, two calls fewer per packet).
@@ -316,10 +357,20 @@ class _Media(_Handler):
             rates = {pt: rate for pt, (_, rate) in rtpmap.items() if rate}
             for streams in self.streams:
                 streams.clock_rates = rates
+            if self.native is not None:
+                self.native.track_rtp(self.flow, clock_rate_table(rates), 1)
 
     def end(self) -> None:
         if self.heuristics is not None:
             return  # never confirmed as RTP: nothing to report
+        if self.native is not None:
+            fwd, rev, _dropped = self.native.rtp_streams(self.flow)
+            for i, states in enumerate((fwd, rev)):
+                src, dst = self.ends[i]
+                for state in states:
+                    stats = stats_from_state(state)
+                    self.stage.stream_ended(stats, src, dst, self.call_id_hash, self.rtpmap)
+            return
         for i, streams in enumerate(self.streams):
             src, dst = self.ends[i]
             for stats in streams.streams.values():
@@ -382,11 +433,14 @@ class VoipStage:
         )
         self._out: list[Struct] = []
         self._decided: Flow | None = None  # the flow _decide saw last (asked twice per start)
+        self.native: NativeRtp | None = None  # the compiled fast path, when attached to it
         self.metrics = VoipMetrics()
 
     # -- the Stage protocol ----------------------------------------------------------------
     def attach(self, host: HookHost) -> None:
         host.add_hook(self)
+        if hasattr(host, "track_rtp"):
+            self.native = host  # type: ignore[assignment]
 
     def on_records(self, records: Sequence[Struct]) -> None:
         """The VoIP stage is first: it reads no other stage's records."""
@@ -500,6 +554,8 @@ class VoipStage:
             self._handlers[flow] = media
             if label == "rtp":
                 self.media_confirmed(media)
+                if media.native is not None:
+                    media.native.rtp_only_rest(flow, self)
 
     # -- called by the handlers ------------------------------------------------------------
     def sip_datagram(self, data: bytes, ts_ns: int, src: Endpoint, dst: Endpoint, tr: str) -> None:
@@ -520,8 +576,11 @@ class VoipStage:
         events[event] = events.get(event, 0) + 1
 
     def drop_handler(self, flow: Flow) -> None:
-        """The flow is not VoIP after all: stop looking at it."""
+        """The flow is not VoIP after all: stop looking at it (the fast path stops sending it)."""
         self._handlers.pop(flow, None)
+        if self.native is not None:
+            self.native.untrack_rtp(flow)
+            self.native.release(flow, self)
 
     def media_confirmed(self, media: _Media) -> None:
         """The heuristic (or the classifier) says the flow is RTP: meter and try to tie it."""
@@ -601,6 +660,8 @@ class VoipStage:
     def _add_media(self, media: _Media) -> None:
         self._handlers[media.flow] = media
         self.metrics.rtp_active_flows += 1
+        if media.native is not None:
+            media.native.rtp_only_rest(media.flow, self)
 
     def _tie_untied(self) -> None:
         tracker = self.tracker
