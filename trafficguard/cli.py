@@ -15,10 +15,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 import msgspec
 from structlog.typing import FilteringBoundLogger
@@ -40,6 +40,11 @@ from trafficguard.wiring import (
     sink_collectors,
     start_metrics,
 )
+
+if TYPE_CHECKING:
+    from trafficguard.detect.alerts import AlertRecord
+    from trafficguard.flow.records import FlowRecord
+    from trafficguard.voip.records import CallRecord, RegistrationRecord, RtpStreamRecord
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -279,14 +284,9 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=QUERY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    qf.add_argument("--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)")
-    qf.add_argument("--since", metavar="TIME", help="records that start at or after TIME")
-    qf.add_argument("--until", metavar="TIME", help="records that start before TIME")
+    _add_window_options(qf, "records that start at or after TIME", "records that start before TIME")
     qf.add_argument("--app", metavar="APP", help="only this application label (e.g. sip, dns, tls)")
-    qf.add_argument(
-        "--limit", type=int, default=50, metavar="N", help="at most N records (default 50)"
-    )
-    qf.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    _add_output_options(qf, "records")
     qf.set_defaults(func=cmd_query_flows)
     _add_voip_queries(qsub)
     _add_alert_query(qsub)
@@ -559,9 +559,42 @@ def _display_host(server: object) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0") else host
 
 
-def cmd_query_flows(args: argparse.Namespace) -> int:
-    from trafficguard.sinks.sqlite import query_records
+# -- queries: one runner, each kind a table (columns and how a record fills them) ----------------
+def _add_window_options(p: argparse.ArgumentParser, since_help: str, until_help: str) -> None:
+    p.add_argument("--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)")
+    p.add_argument("--since", metavar="TIME", help=since_help)
+    p.add_argument("--until", metavar="TIME", help=until_help)
 
+
+def _add_output_options(p: argparse.ArgumentParser, noun: str) -> None:
+    p.add_argument(
+        "--limit", type=int, default=50, metavar="N", help=f"at most N {noun} (default 50)"
+    )
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+
+class _Table(NamedTuple):
+    """How ``query WHAT`` shows its records as a table."""
+
+    kind: str  # the store's record kind
+    row: str  # format of one line
+    heads: tuple[str, ...]
+    cells: Callable[[Any], tuple[object, ...]]  # one record → the row's values
+    noun: str  # "(no {noun} match)"
+
+
+# (path, since_ns, until_ns) → the records to show
+_Fetch = Callable[[Path, int | None, int | None], Sequence[Any]]
+
+
+def _run_query(
+    args: argparse.Namespace, table: _Table, fetch: _Fetch | None = None, **params: Any
+) -> int:
+    """Open the store, read --since/--until/--limit, fetch, print as a table or JSON lines.
+
+    Without ``fetch`` the newest ``--limit`` records of ``table.kind`` are read, with
+    ``params`` passed on to ``query_records`` (``app``, ``order``, ``filters``).
+    """
     cfg: Config = args.cfg
     path = Path(args.store) if args.store else cfg.store.sqlite.path
     if not path.exists():
@@ -576,44 +609,80 @@ def cmd_query_flows(args: argparse.Namespace) -> int:
     if args.limit < 1:
         _err("--limit must be at least 1")
         return EXIT_USAGE
-    records = query_records(
-        path,
-        kind="flow",
-        since_ns=since,
-        until_ns=until,
-        app=args.app,
-        limit=args.limit,
-        descending=True,
-    )
-    out = sys.stdout
+    if fetch is None:
+        from trafficguard.sinks.sqlite import query_records
+
+        records: Sequence[Any] = query_records(
+            path,
+            kind=table.kind,
+            since_ns=since,
+            until_ns=until,
+            limit=args.limit,
+            descending=True,
+            **params,
+        )
+    else:
+        records = fetch(path, since, until)
     if args.json:
-        enc = msgspec.json.Encoder()
-        for rec in records:
-            out.write(enc.encode(rec).decode() + "\n")
+        _print_json(records)
         return EXIT_OK
-    columns = ("start (UTC)", "proto", "source", "destination", "app", "pkts", "bytes", "end")
-    print(ROW.format(*columns), file=out)
+    out = sys.stdout
+    print(table.row.format(*table.heads), file=out)
     for r in records:
-        start = dt.datetime.fromtimestamp(r.start_ns / 1e9, tz=dt.UTC).strftime(
-            "%Y-%m-%d %H:%M:%S.%f"
-        )[:23]
-        proto = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}.get(
-            r.proto, str(r.proto)
-        )
-        src = _endpoint(r.src_addr, r.src_port)
-        dst = _endpoint(r.dst_addr, r.dst_port)
-        pkts = r.packets_fwd + r.packets_rev
-        nbytes = r.bytes_fwd + r.bytes_rev
-        print(
-            ROW.format(start, proto, src, dst, r.app, f"{pkts:,}", f"{nbytes:,}", r.end_reason),
-            file=out,
-        )
+        print(table.row.format(*table.cells(r)), file=out)
     if not records:
-        print("(no flows match)", file=out)
+        print(f"(no {table.noun} match)", file=out)
     return EXIT_OK
 
 
+def _print_json(records: Sequence[msgspec.Struct]) -> None:
+    enc = msgspec.json.Encoder()
+    for rec in records:
+        sys.stdout.write(enc.encode(rec).decode() + "\n")
+
+
+def _utc(ts_ns: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _endpoint(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def cmd_query_flows(args: argparse.Namespace) -> int:
+    return _run_query(args, FLOW_TABLE, app=args.app)
+
+
+_PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp6", 132: "sctp"}
+
+
+def _flow_cells(r: FlowRecord) -> tuple[object, ...]:
+    pkts = r.packets_fwd + r.packets_rev
+    nbytes = r.bytes_fwd + r.bytes_rev
+    return (
+        _utc(r.start_ns),
+        _PROTO_NAMES.get(r.proto, str(r.proto)),
+        _endpoint(r.src_addr, r.src_port),
+        _endpoint(r.dst_addr, r.dst_port),
+        r.app,
+        f"{pkts:,}",
+        f"{nbytes:,}",
+        r.end_reason,
+    )
+
+
 ROW = "{:<23} {:<5} {:<28} {:<28} {:<9} {:>8} {:>11} {}"
+FLOW_TABLE = _Table(
+    "flow",
+    ROW,
+    ("start (UTC)", "proto", "source", "destination", "app", "pkts", "bytes", "end"),
+    _flow_cells,
+    "flows",
+)
 
 
 # -- VoIP queries (issue 4) ---------------------------------------------------------------
@@ -647,13 +716,10 @@ def _add_voip_queries(qsub: argparse._SubParsersAction[argparse.ArgumentParser])
             epilog=VOIP_QUERY_EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)")
-        p.add_argument("--since", metavar="TIME", help="records that end at or after TIME")
-        p.add_argument("--until", metavar="TIME", help="records that start before TIME")
-        p.add_argument(
-            "--limit", type=int, default=50, metavar="N", help="at most N records (default 50)"
+        _add_window_options(
+            p, "records that end at or after TIME", "records that start before TIME"
         )
-        p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+        _add_output_options(p, "records")
         if name == "calls":
             p.add_argument(
                 "--final-code", type=int, metavar="N", help="only calls whose final response is N"
@@ -666,169 +732,87 @@ def _add_voip_queries(qsub: argparse._SubParsersAction[argparse.ArgumentParser])
         p.set_defaults(func=func)
 
 
-def _query_voip(
-    args: argparse.Namespace, kind: str, order: str, filters: list[tuple[str, str, object]]
-) -> list[msgspec.Struct] | None:
-    """Shared part of the VoIP queries; None after printing an error (status in args)."""
-    from trafficguard.sinks.sqlite import query_records
-
-    cfg: Config = args.cfg
-    path = Path(args.store) if args.store else cfg.store.sqlite.path
-    if not path.exists():
-        _err(f"{path}: no such store (run 'trafficguard replay' first, or pass --store)")
-        args.status = EXIT_FAILURE
-        return None
-    try:
-        since = parse_time_ns(args.since) if args.since else None
-        until = parse_time_ns(args.until) if args.until else None
-    except ValueError as err:
-        _err(str(err))
-        args.status = EXIT_USAGE
-        return None
-    if args.limit < 1:
-        _err("--limit must be at least 1")
-        args.status = EXIT_USAGE
-        return None
-    return query_records(
-        path,
-        kind=kind,
-        since_ns=since,
-        until_ns=until,
-        limit=args.limit,
-        order=order,
-        descending=True,
-        filters=filters,
-    )
-
-
-def _print_json(records: Sequence[msgspec.Struct]) -> None:
-    enc = msgspec.json.Encoder()
-    for rec in records:
-        sys.stdout.write(enc.encode(rec).decode() + "\n")
-
-
-def _utc(ts_ns: int) -> str:
-    return dt.datetime.fromtimestamp(ts_ns / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-CALL_ROW = "{:<23} {:<26} {:<13} {:<26} {:<13} {:>5} {:<15} {:>7} {:>9} {}"
-REG_ROW = "{:<23} {:<26} {:<13} {:>5} {:>7} {:>4} {}"
-RTP_ROW = "{:<23} {:<28} {:<28} {:>10} {:<7} {:>7} {:>6} {:>8} {:>4} {}"
-
-
 def cmd_query_calls(args: argparse.Namespace) -> int:
     filters: list[tuple[str, str, object]] = []
     if args.final_code is not None:
         filters.append(("final_code", "=", args.final_code))
     if args.answered:
         filters.append(("answer_ns", "is not null", None))
-    records = _query_voip(args, "call", "invite_ns", filters)
-    if records is None:
-        return int(args.status)
-    if args.json:
-        _print_json(records)
-        return EXIT_OK
-    from trafficguard.voip.records import CallRecord
-
-    out = sys.stdout
-    heads = ("invite (UTC)", "caller", "class", "callee", "class", "code", "end", "pdd ms")
-    print(CALL_ROW.format(*heads, "dur ms", "codecs"), file=out)
-    for r in records:
-        assert isinstance(r, CallRecord)
-        print(
-            CALL_ROW.format(
-                _utc(r.invite_ns),
-                r.caller,
-                r.caller_class,
-                r.callee,
-                r.callee_class,
-                r.final_code,
-                r.end_reason,
-                _ms(r.pdd_ms),
-                _ms(r.duration_ms),
-                ",".join(r.codecs) or "-",
-            ),
-            file=out,
-        )
-    if not records:
-        print("(no calls match)", file=out)
-    return EXIT_OK
+    return _run_query(args, CALL_TABLE, order="invite_ns", filters=filters)
 
 
 def cmd_query_registrations(args: argparse.Namespace) -> int:
-    records = _query_voip(args, "registration", "ts_ns", [])
-    if records is None:
-        return int(args.status)
-    if args.json:
-        _print_json(records)
-        return EXIT_OK
-    from trafficguard.voip.records import RegistrationRecord
-
-    out = sys.stdout
-    print(REG_ROW.format("start (UTC)", "aor", "class", "code", "expires", "reqs", "end"), file=out)
-    for r in records:
-        assert isinstance(r, RegistrationRecord)
-        print(
-            REG_ROW.format(
-                _utc(r.ts_ns),
-                r.aor,
-                r.aor_class,
-                r.result_code,
-                r.expires_s,
-                r.requests,
-                r.end_reason,
-            ),
-            file=out,
-        )
-    if not records:
-        print("(no registrations match)", file=out)
-    return EXIT_OK
+    return _run_query(args, REG_TABLE, order="ts_ns", filters=[])
 
 
 def cmd_query_rtp(args: argparse.Namespace) -> int:
     filters: list[tuple[str, str, object]] = []
     if args.mos_below is not None:
         filters.append(("mos", "<", args.mos_below))
-    records = _query_voip(args, "rtp_stream", "first_ns", filters)
-    if records is None:
-        return int(args.status)
-    if args.json:
-        _print_json(records)
-        return EXIT_OK
-    from trafficguard.voip.records import RtpStreamRecord
-
-    out = sys.stdout
-    heads = ("start (UTC)", "source", "destination", "ssrc", "codec", "pkts", "lost")
-    print(RTP_ROW.format(*heads, "jit max", "mos", "call"), file=out)
-    for r in records:
-        assert isinstance(r, RtpStreamRecord)
-        mos = r.mos
-        print(
-            RTP_ROW.format(
-                _utc(r.first_ns),
-                _endpoint(r.src_addr, r.src_port),
-                _endpoint(r.dst_addr, r.dst_port),
-                f"{r.ssrc:#010x}",
-                r.codec,
-                f"{r.packets:,}",
-                f"{r.lost:,}",
-                f"{r.jitter_max_ms:.1f}",
-                "-" if mos is None else f"{mos:.2f}",
-                r.call_id_hash or "-",
-            ),
-            file=out,
-        )
-    if not records:
-        print("(no rtp streams match)", file=out)
-    return EXIT_OK
+    return _run_query(args, RTP_TABLE, order="first_ns", filters=filters)
 
 
-def _endpoint(addr: str, port: int) -> str:
-    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+def _call_cells(r: CallRecord) -> tuple[object, ...]:
+    return (
+        _utc(r.invite_ns),
+        r.caller,
+        r.caller_class,
+        r.callee,
+        r.callee_class,
+        r.final_code,
+        r.end_reason,
+        _ms(r.pdd_ms),
+        _ms(r.duration_ms),
+        ",".join(r.codecs) or "-",
+    )
+
+
+def _registration_cells(r: RegistrationRecord) -> tuple[object, ...]:
+    return (_utc(r.ts_ns), r.aor, r.aor_class, r.result_code, r.expires_s, r.requests, r.end_reason)
+
+
+def _rtp_cells(r: RtpStreamRecord) -> tuple[object, ...]:
+    mos = r.mos
+    return (
+        _utc(r.first_ns),
+        _endpoint(r.src_addr, r.src_port),
+        _endpoint(r.dst_addr, r.dst_port),
+        f"{r.ssrc:#010x}",
+        r.codec,
+        f"{r.packets:,}",
+        f"{r.lost:,}",
+        f"{r.jitter_max_ms:.1f}",
+        "-" if mos is None else f"{mos:.2f}",
+        r.call_id_hash or "-",
+    )
+
+
+CALL_ROW = "{:<23} {:<26} {:<13} {:<26} {:<13} {:>5} {:<15} {:>7} {:>9} {}"
+REG_ROW = "{:<23} {:<26} {:<13} {:>5} {:>7} {:>4} {}"
+RTP_ROW = "{:<23} {:<28} {:<28} {:>10} {:<7} {:>7} {:>6} {:>8} {:>4} {}"
+CALL_TABLE = _Table(
+    "call",
+    CALL_ROW,
+    ("invite (UTC)", "caller", "class", "callee", "class", "code", "end", "pdd ms", "dur ms",
+     "codecs"),
+    _call_cells,
+    "calls",
+)  # fmt: skip
+REG_TABLE = _Table(
+    "registration",
+    REG_ROW,
+    ("start (UTC)", "aor", "class", "code", "expires", "reqs", "end"),
+    _registration_cells,
+    "registrations",
+)
+RTP_TABLE = _Table(
+    "rtp_stream",
+    RTP_ROW,
+    ("start (UTC)", "source", "destination", "ssrc", "codec", "pkts", "lost", "jit max", "mos",
+     "call"),
+    _rtp_cells,
+    "rtp streams",
+)  # fmt: skip
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -893,41 +877,37 @@ def _add_alert_query(qsub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         epilog=ALERTS_EPILOG + "\n" + QUERY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    qa.add_argument("--store", metavar="PATH", help="SQLite store (default: store.sqlite.path)")
-    qa.add_argument("--since", metavar="TIME", help="alerts active at or after TIME")
-    qa.add_argument("--until", metavar="TIME", help="alerts that started before TIME")
+    _add_window_options(qa, "alerts active at or after TIME", "alerts that started before TIME")
     qa.add_argument("--detector", metavar="NAME", help="only this detector (e.g. syn_flood)")
     qa.add_argument(
         "--severity",
         choices=("info", "low", "medium", "high", "critical"),
         help="only alerts of this severity or higher",
     )
-    qa.add_argument(
-        "--limit", type=int, default=50, metavar="N", help="at most N alerts (default 50)"
-    )
-    qa.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    _add_output_options(qa, "alerts")
     qa.set_defaults(func=cmd_query_alerts)
 
 
 def cmd_query_alerts(args: argparse.Namespace) -> int:
+    def fetch(path: Path, since: int | None, until: int | None) -> list[AlertRecord]:
+        return _latest_alerts(path, since, until, args.detector, args.severity, args.limit)
+
+    return _run_query(args, ALERT_TABLE, fetch)
+
+
+def _latest_alerts(
+    path: Path,
+    since: int | None,
+    until: int | None,
+    detector: str | None,
+    severity: str | None,
+    limit: int,
+) -> list[AlertRecord]:
+    """The latest state of each matching alert, newest activity first, at most ``limit``."""
     from trafficguard.detect.alerts import AlertRecord
     from trafficguard.detect.base import SEVERITIES
     from trafficguard.sinks.sqlite import count_records, query_records
 
-    cfg: Config = args.cfg
-    path = Path(args.store) if args.store else cfg.store.sqlite.path
-    if not path.exists():
-        _err(f"{path}: no such store (run 'trafficguard replay' first, or pass --store)")
-        return EXIT_FAILURE
-    try:
-        since = parse_time_ns(args.since) if args.since else None
-        until = parse_time_ns(args.until) if args.until else None
-    except ValueError as err:
-        _err(str(err))
-        return EXIT_USAGE
-    if args.limit < 1:
-        _err("--limit must be at least 1")
-        return EXIT_USAGE
     rows = (
         query_records(
             path,
@@ -941,40 +921,33 @@ def cmd_query_alerts(args: argparse.Namespace) -> int:
         if count_records(path, "alert")
         else []
     )
-    floor = SEVERITIES.index(args.severity) if args.severity else 0
+    floor = SEVERITIES.index(severity) if severity else 0
     latest: dict[str, AlertRecord] = {}
     for rec in rows:
         if not isinstance(rec, AlertRecord):
             continue
-        if args.detector and rec.detector != args.detector:
+        if detector and rec.detector != detector:
             continue
         if SEVERITIES.index(rec.severity) < floor:
             continue
         known = latest.get(rec.alert_id)
         if known is None or rec.seq > known.seq:  # the latest state of each alert
             latest[rec.alert_id] = rec
-    alerts = sorted(latest.values(), key=lambda r: (-r.last_seen_ns, r.alert_id))[: args.limit]
-    out = sys.stdout
-    if args.json:
-        enc = msgspec.json.Encoder()
-        for rec in alerts:
-            out.write(enc.encode(rec).decode() + "\n")
-        return EXIT_OK
-    row = "{:<23} {:<14} {:<8} {:<8} {:<24} {:<24} {}"
-    print(row.format("last seen (UTC)", "detector", "severity", "status", "source", "target",
-                     "rule"), file=out)  # fmt: skip
-    for r in alerts:
-        seen = dt.datetime.fromtimestamp(r.last_seen_ns / 1e9, tz=dt.UTC).strftime(
-            "%Y-%m-%d %H:%M:%S.%f"
-        )[:23]
-        print(
-            row.format(seen, r.detector, r.severity, r.status, r.source or "-", r.target or "-",
-                       r.rule),
-            file=out,
-        )  # fmt: skip
-    if not alerts:
-        print("(no alerts match)", file=out)
-    return EXIT_OK
+    return sorted(latest.values(), key=lambda r: (-r.last_seen_ns, r.alert_id))[:limit]
+
+
+def _alert_cells(r: AlertRecord) -> tuple[object, ...]:
+    source, target = r.source or "-", r.target or "-"
+    return (_utc(r.last_seen_ns), r.detector, r.severity, r.status, source, target, r.rule)
+
+
+ALERT_TABLE = _Table(
+    "alert",
+    "{:<23} {:<14} {:<8} {:<8} {:<24} {:<24} {}",
+    ("last seen (UTC)", "detector", "severity", "status", "source", "target", "rule"),
+    _alert_cells,
+    "alerts",
+)
 
 
 if __name__ == "__main__":

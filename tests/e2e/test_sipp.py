@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from sipnet import LOOPBACK, SIPP, free_udp_ports, start_tcpdump, stop
 
 from trafficguard.config import Config
 from trafficguard.pipeline import replay_records
@@ -27,9 +27,6 @@ from trafficguard.voip.records import CallRecord
 
 pytestmark = [pytest.mark.e2e]
 
-SIPP = "/usr/bin/sipp"
-TCPDUMP = "/usr/bin/tcpdump"
-LOOPBACK = "127.0.0.1"
 ANSWERED_CALLS = 10
 REJECTED_CALLS = 5
 
@@ -52,20 +49,6 @@ Content-Length: 0
 """
 
 
-def _free_udp_ports(n: int) -> list[int]:
-    """``n`` distinct UDP ports free on loopback right now (held open until all are found)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((LOOPBACK, 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _sipp(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [SIPP, *args, "-i", LOOPBACK, "-nostdin", "-timeout", "20"],
@@ -73,50 +56,6 @@ def _sipp(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _start_tcpdump(pcap: Path, ports: list[int]) -> subprocess.Popen[bytes]:
-    """tcpdump on lo for our ports; returns once it says it is listening.
-
-    ``--immediate-mode``: without it libpcap hands packets over in blocks (up to 1 s
-    late) and the last ones are lost when tcpdump is stopped right after the calls.
-    """
-    port_filter = " or ".join(f"port {p}" for p in ports)
-    proc = subprocess.Popen(
-        [
-            TCPDUMP,
-            "-i",
-            "lo",
-            "-n",
-            "--immediate-mode",
-            "-U",
-            "-w",
-            str(pcap),
-            f"udp and ({port_filter})",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 10
-    seen = b""
-    while b"listening on" not in seen:
-        line = proc.stderr.readline()
-        if not line or time.monotonic() > deadline:
-            _stop(proc)
-            pytest.fail(f"tcpdump did not start: {seen.decode(errors='replace')}")
-        seen += line
-    return proc
 
 
 def _sipp_totals(stat_csv: Path) -> dict[str, int]:
@@ -166,17 +105,17 @@ def _run_calls(
         time.sleep(0.2)
     finally:
         if uac is not None:
-            _stop(uac)
-        _stop(uas)
+            stop(uac)
+        stop(uas)
     return _sipp_totals(tmp / f"{name}.csv")
 
 
 def test_sipp_calls_agree_with_call_records(tmp_path: Path) -> None:
     busy_xml = tmp_path / "uas_busy.xml"
     busy_xml.write_text(UAS_BUSY)
-    ports = _free_udp_ports(4)
+    ports = free_udp_ports(4)
     pcap = tmp_path / "sipp.pcap"
-    tcpdump = _start_tcpdump(pcap, ports)
+    tcpdump = start_tcpdump(pcap, ports)
     try:
         answered = _run_calls(
             tmp_path, "answered", ["-sn", "uas"], ports[0], ports[1], ANSWERED_CALLS
@@ -186,7 +125,7 @@ def test_sipp_calls_agree_with_call_records(tmp_path: Path) -> None:
         )
         time.sleep(0.3)  # the last ACK/200 reach the capture
     finally:
-        _stop(tcpdump, signal.SIGINT)
+        stop(tcpdump, signal.SIGINT)
     assert tcpdump.returncode == 0
 
     # sipp's own view: every call made; the built-in pair succeeds, the 486 ones fail.

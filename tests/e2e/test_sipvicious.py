@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,12 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sipnet import LOOPBACK, SIPP, free_udp_ports, start_tcpdump, stop
 
 pytestmark = [pytest.mark.e2e]
 
-SIPP = "/usr/bin/sipp"
-TCPDUMP = "/usr/bin/tcpdump"
-LOOPBACK = "127.0.0.1"
 BIN = Path(sys.executable).parent
 CLI = [sys.executable, "-m", "trafficguard"]
 
@@ -92,29 +89,6 @@ Content-Length: 0
 """
 
 
-def _free_udp_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind((LOOPBACK, 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _tool(name: str) -> list[str]:
     """A SIPVicious console script of this venv (or the module, if scripts are absent)."""
     for script in (BIN / f"sipvicious_{name}", BIN / name):
@@ -129,24 +103,6 @@ def _attack(name: str, args: Sequence[str], log: Path) -> subprocess.CompletedPr
         [*_tool(name), *args], capture_output=True, text=True, timeout=90, check=False
     )
     log.write_text(proc.stdout + proc.stderr)
-    return proc
-
-
-def _start_tcpdump(pcap: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [TCPDUMP, "-i", "lo", "-n", "--immediate-mode", "-U", "-w", str(pcap),
-         f"udp and port {port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 10
-    seen = b""
-    while b"listening on" not in seen:
-        line = proc.stderr.readline()
-        if not line or time.monotonic() > deadline:
-            _stop(proc)
-            pytest.fail(f"tcpdump did not start: {seen.decode(errors='replace')}")
-        seen += line
     return proc
 
 
@@ -180,7 +136,7 @@ def _replay(tmp: Path, pcap: Path, sip_port: int) -> list[dict[str, Any]]:
 def test_sipvicious_scans_and_cracking_raise_sip_alerts(tmp_path: Path) -> None:
     scenario = tmp_path / "registrar.xml"
     scenario.write_text(REGISTRAR)
-    port, map_port, war_port, crack_port = _free_udp_ports(4)
+    port, map_port, war_port, crack_port = free_udp_ports(4)
     pcap = tmp_path / "sipvicious.pcap"
     uas = subprocess.Popen(
         [SIPP, "-sf", str(scenario), "-p", str(port), "-i", LOOPBACK, "-nostdin",
@@ -191,7 +147,7 @@ def test_sipvicious_scans_and_cracking_raise_sip_alerts(tmp_path: Path) -> None:
     try:
         time.sleep(0.5)  # the UAS binds its port
         assert uas.poll() is None, uas.stderr.read() if uas.stderr else b""
-        tcpdump = _start_tcpdump(pcap, port)
+        tcpdump = start_tcpdump(pcap, [port])
         # 1. svmap: OPTIONS sweep of 32 loopback addresses (only 127.0.0.1 answers)
         svmap = _attack(
             "svmap", [f"{LOOPBACK}/27", "-p", str(port), "-P", str(map_port), "-t", "0.01"],
@@ -212,8 +168,8 @@ def test_sipvicious_scans_and_cracking_raise_sip_alerts(tmp_path: Path) -> None:
         time.sleep(0.5)  # the last responses reach the capture
     finally:
         if tcpdump is not None:
-            _stop(tcpdump, signal.SIGINT)
-        _stop(uas)
+            stop(tcpdump, signal.SIGINT)
+        stop(uas)
     assert tcpdump is not None and tcpdump.returncode == 0
     logs = {n: p.stdout + p.stderr for n, p in (("svmap", svmap), ("svwar", svwar),
                                                   ("svcrack", svcrack))}  # fmt: skip

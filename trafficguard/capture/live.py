@@ -32,7 +32,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import ClassVar, Final, Protocol
 
 from trafficguard.capture.bpf import Instruction, attach_filter, compile_filter
 from trafficguard.capture.frames import LINKTYPE_ETHERNET, LINKTYPE_RAW, Frame
@@ -221,8 +221,34 @@ def _bind_and_join(
         sock.setsockopt(SOL_PACKET, PACKET_FANOUT, struct.pack("=I", arg))
 
 
-class RingSocket:
+class _SocketBase:
+    """What both backends share: the packet socket, its kernel counters and its filter."""
+
+    _STATS_LEN: ClassVar[int]  # bytes of the PACKET_STATISTICS struct the backend gets
+    _sock: socket.socket
+
+    def __init__(self, interface: str, linktype: int) -> None:
+        self.interface = interface
+        self.linktype = linktype
+        self.counters = KernelCounters()
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def read_stats(self) -> None:
+        self.counters.add(self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, self._STATS_LEN))
+
+    def set_filter(self, program: list[Instruction]) -> None:
+        attach_filter(self._sock, program)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class RingSocket(_SocketBase):
     """AF_PACKET socket with a TPACKET_V3 receive ring; one batch per retired block."""
+
+    _STATS_LEN = 12  # struct tpacket_stats_v3
 
     def __init__(
         self,
@@ -232,9 +258,7 @@ class RingSocket:
         linktype: int,
         fanout_id: int | None = None,
     ) -> None:
-        self.interface = interface
-        self.linktype = linktype
-        self.counters = KernelCounters()
+        super().__init__(interface, linktype)
         self._block_size = cfg.block_size
         self._block_count = cfg.block_count
         self._current = 0
@@ -269,9 +293,6 @@ class RingSocket:
             self.close()
             raise
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
     def ready_batches(self, max_frames: int) -> list[list[Frame]]:
         """Every block the kernel has retired, in ring order (at most one ring's worth)."""
         ring = self._ring
@@ -288,21 +309,17 @@ class RingSocket:
                 out.append(frames)
         return out
 
-    def read_stats(self) -> None:
-        self.counters.add(self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12))
-
-    def set_filter(self, program: list[Instruction]) -> None:
-        attach_filter(self._sock, program)
-
     def close(self) -> None:
         ring = getattr(self, "_ring", None)
         if ring is not None and not ring.closed:
             ring.close()
-        self._sock.close()
+        super().close()
 
 
-class RecvSocket:
+class RecvSocket(_SocketBase):
     """The fallback backend: the same packet socket read with ``recvmsg_into``."""
+
+    _STATS_LEN = 8  # struct tpacket_stats
 
     def __init__(
         self,
@@ -312,9 +329,7 @@ class RecvSocket:
         linktype: int,
         fanout_id: int | None = None,
     ) -> None:
-        self.interface = interface
-        self.linktype = linktype
-        self.counters = KernelCounters()
+        super().__init__(interface, linktype)
         self._buf = bytearray(cfg.snaplen)
         self._view = memoryview(self._buf)
         sock, ifindex = _open_socket(interface, cfg, program)
@@ -331,9 +346,6 @@ class RecvSocket:
         except OSError:
             sock.close()
             raise
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
 
     def ready_batches(self, max_frames: int) -> list[list[Frame]]:
         """What is queued on the socket now, up to ``max_frames`` (never blocks)."""
@@ -367,15 +379,6 @@ class RecvSocket:
                 wire_len += 4
             frames.append((ts_ns, linktype, data, wire_len))
         return [frames] if frames else []
-
-    def read_stats(self) -> None:
-        self.counters.add(self._sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
-
-    def set_filter(self, program: list[Instruction]) -> None:
-        attach_filter(self._sock, program)
-
-    def close(self) -> None:
-        self._sock.close()
 
 
 class LiveCapture:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 
 from trafficguard.config import NS_PER_S, RobocallConfig, TollFraudConfig, WangiriConfig
-from trafficguard.detect.base import Detector, DetectorEnv
+from trafficguard.detect.base import Detector, DetectorEnv, Evidence
 from trafficguard.detect.sketch import DistinctCounter, LruMap, SpaceSaving
 from trafficguard.voip.records import CallRecord
 
@@ -129,8 +129,32 @@ class _Origin:
 
 
 class _PerCaller(Detector):
-    window_ns: int
-    origins: LruMap[str, _Origin]
+    """Per calling account: distinct callees in a window of packet time."""
+
+    def __init__(self, env: DetectorEnv, window_s: float) -> None:
+        super().__init__(env)
+        self.window_ns = int(window_s * NS_PER_S)
+        self.origins: LruMap[str, _Origin] = LruMap(env.max_keys)
+
+    def tally(self, rec: CallRecord, min_callees: int) -> tuple[_Origin, int]:
+        """Count one call of ``rec.caller``: its origin state and distinct callees so far."""
+        st = self.origin(rec, 2 * min_callees)
+        st.attempts += 1
+        st.callees.add(rec.callee)
+        return st, st.callees.count()
+
+    def report_origin(self, rec: CallRecord, st: _Origin, rule: str, evidence: Evidence) -> None:
+        self.alerts.report(
+            self.name,
+            rec.caller,
+            first_ns=st.first_ns,
+            last_ns=st.last_ns,
+            rule=rule,
+            severity="medium",
+            source=self.source_of(st),
+            target="",
+            evidence=evidence,
+        )
 
     def origin(self, rec: CallRecord, cap: int) -> _Origin:
         ts = rec.invite_ns
@@ -159,11 +183,9 @@ class WangiriDetector(_PerCaller):
     name = "wangiri"
 
     def __init__(self, env: DetectorEnv, cfg: WangiriConfig) -> None:
-        super().__init__(env)
+        super().__init__(env, cfg.window_s)
         self.cfg = cfg
-        self.window_ns = int(cfg.window_s * NS_PER_S)
         self.max_ring_ns = int(cfg.max_ring_s * NS_PER_S)
-        self.origins = LruMap(env.max_keys)
 
     def on_call(self, rec: CallRecord) -> None:
         if rec.answer_ns is not None or rec.end_reason != "cancelled":
@@ -172,25 +194,17 @@ class WangiriDetector(_PerCaller):
         if ring_ns > self.max_ring_ns:
             return
         cfg = self.cfg
-        st = self.origin(rec, 2 * cfg.min_callees)
-        st.attempts += 1
+        st, n = self.tally(rec, cfg.min_callees)
         st.ring_ms += ring_ns / 1e6
-        st.callees.add(rec.callee)
-        n = st.callees.count()
         if n < cfg.min_callees:
             return
-        self.alerts.report(
-            self.name,
-            rec.caller,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+        self.report_origin(
+            rec,
+            st,
             rule=(
                 f"one caller rang {n} distinct numbers and cancelled each within "
                 f"{cfg.max_ring_s:g}s (threshold: {cfg.min_callees} in {cfg.window_s:g}s)"
             ),
-            severity="medium",
-            source=self.source_of(st),
-            target="",
             evidence={
                 "callees": n,
                 "calls": st.attempts,
@@ -209,40 +223,30 @@ class RobocallDetector(_PerCaller):
     name = "robocall"
 
     def __init__(self, env: DetectorEnv, cfg: RobocallConfig) -> None:
-        super().__init__(env)
+        super().__init__(env, cfg.window_s)
         self.cfg = cfg
-        self.window_ns = int(cfg.window_s * NS_PER_S)
-        self.origins = LruMap(env.max_keys)
 
     def on_call(self, rec: CallRecord) -> None:
         cfg = self.cfg
-        st = self.origin(rec, 2 * cfg.min_callees)
-        st.attempts += 1
+        st, n = self.tally(rec, cfg.min_callees)
         if rec.answer_ns is not None:
             st.answered += 1
             st.answered_ms += rec.duration_ms
-        st.callees.add(rec.callee)
-        n = st.callees.count()
         if n < cfg.min_callees:
             return
         asr = st.answered / st.attempts
         mean_s = st.answered_ms / st.answered / 1000 if st.answered else 0.0
         if asr > cfg.max_asr and mean_s > cfg.max_mean_duration_s:
             return
-        self.alerts.report(
-            self.name,
-            rec.caller,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+        self.report_origin(
+            rec,
+            st,
             rule=(
                 f"one caller called {n} distinct numbers, answer rate {asr:.2f}, mean answered "
                 f"call {mean_s:.0f}s (thresholds: {cfg.min_callees} callees in "
                 f"{cfg.window_s:g}s and answer rate <= {cfg.max_asr:g} or mean <= "
                 f"{cfg.max_mean_duration_s:g}s)"
             ),
-            severity="medium",
-            source=self.source_of(st),
-            target="",
             evidence={
                 "callees": n,
                 "calls": st.attempts,
