@@ -46,7 +46,6 @@ def read_pcap(reader: ChunkReader, buf: bytes, max_frames: int) -> Iterator[list
     order, frac_ns = PCAP_MAGICS[buf[:4]]
     linktype = _FILE_HEADER[order].unpack_from(buf, 0)[6] & LINKTYPE_MASK
     unpack = _RECORD[order].unpack_from
-    read = reader.read
     base = 0  # stream offset of buf[0]
     off = FILE_HEADER_LEN
     n = len(buf)
@@ -73,17 +72,11 @@ def read_pcap(reader: ChunkReader, buf: bytes, max_frames: int) -> Iterator[list
         if off + 16 <= n and unpack(buf, off)[2] > MAX_CAPLEN:
             err = CaptureError(path, base + off, "record caplen too large")
             break
-        data = read()
-        if not data:
-            if off < n:
-                err = reader.truncated(base + off, "file ends inside a record")
-            else:
-                err = reader.deferred(base + off)
+        rest = reader.refill(buf, off)
+        if rest is None:
+            err = reader.end_error(base + off, off < n, "file ends inside a record")
             break
-        buf = buf[off:] + data
-        base += off
-        off = 0
-        n = len(buf)
+        buf, base, off, n = rest, base + off, 0, len(rest)
     if batch:
         yield batch
     if err is not None:

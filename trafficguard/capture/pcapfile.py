@@ -107,6 +107,16 @@ class ChunkReader:
             if out:
                 return out
 
+    def refill(self, buf: bytes, off: int) -> bytes | None:
+        """``buf[off:]`` (the unparsed rest) and the next chunk; None at end of stream."""
+        data = self.read()
+        return buf[off:] + data if data else None
+
+    def end_error(self, offset: int, partial: bool, reason: str) -> CaptureError | None:
+        """The error at end of stream: ``truncated`` if a record was left ``partial``,
+        else the deferred read error (None after a clean end)."""
+        return self.truncated(offset, reason) if partial else self.deferred(offset)
+
     def truncated(self, offset: int, reason: str) -> CaptureError:
         """The error for a record at ``offset`` cut off by the end of the stream.
 

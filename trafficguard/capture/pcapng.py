@@ -87,7 +87,6 @@ def _interface(buf: bytes, off: int, blen: int, order: str) -> Interface | str:
 def read_pcapng(reader: ChunkReader, buf: bytes, max_frames: int) -> Iterator[list[Frame]]:
     """Yield batches of frames from a pcapng stream whose first bytes are in ``buf``."""
     path = reader.path
-    read = reader.read
     hdr, u32, epb, opb, shb, _, _, _ = _UNPACKERS["<"]
     order = "<"
     ifaces: list[Interface] = []
@@ -188,17 +187,11 @@ def read_pcapng(reader: ChunkReader, buf: bytes, max_frames: int) -> Iterator[li
             continue
         if err is not None:
             break
-        data = read()
-        if not data:
-            if off < n:
-                err = reader.truncated(base + off, "file ends inside a block")
-            else:
-                err = reader.deferred(base + off)
+        rest = reader.refill(buf, off)
+        if rest is None:
+            err = reader.end_error(base + off, off < n, "file ends inside a block")
             break
-        buf = buf[off:] + data
-        base += off
-        off = 0
-        n = len(buf)
+        buf, base, off, n = rest, base + off, 0, len(rest)
     if batch:
         yield batch
     if err is not None:

@@ -2,9 +2,10 @@
 
 A detector reads *metadata records* — flow records, call and registration records — and
 keeps bounded per-key state in packet time. When a rule holds it calls
-``self.alerts.report(...)``; the :class:`~trafficguard.detect.alerts.AlertManager` turns
-repeated reports of one ``(detector, key)`` into one alert that opens, updates at most
-every ``update_interval_s`` and resolves after ``quiet_period_s`` without reports.
+``self.alerts.report(...)`` (or ``self.report_span(...)`` with its per-key state); the
+:class:`~trafficguard.detect.alerts.AlertManager` turns repeated reports of one
+``(detector, key)`` into one alert that opens, updates at most every ``update_interval_s``
+and resolves after ``quiet_period_s`` without reports.
 
 A detector overrides only the inputs it needs; :class:`~trafficguard.detect.stage.DetectStage`
 dispatches each record kind only to the detectors that override its method, so an unused
@@ -57,6 +58,16 @@ class Subjects(Protocol):
     def is_subscriber(self, ip: str) -> bool: ...
 
 
+class Span(Protocol):
+    """Per-key detector state: the packet-time span of the activity it counted."""
+
+    @property
+    def first_ns(self) -> int: ...
+
+    @property
+    def last_ns(self) -> int: ...
+
+
 @dataclass(slots=True)
 class DetectorEnv:
     """What a detector is built with besides its own config section."""
@@ -98,6 +109,35 @@ class Detector:
 
     def reload(self) -> None:
         """Re-read external inputs (e.g. blocklist files); state stays."""
+
+    # -- reporting ------------------------------------------------------------------------
+    def report_span(
+        self,
+        key: str,
+        span: Span,
+        *,
+        rule: str,
+        severity: str,
+        source: str = "",
+        target: str = "",
+        evidence: Evidence,
+        since_ns: int | None = None,
+        quiet_ns: int = 0,
+    ) -> None:
+        """``alerts.report`` under this detector's name for the activity ``span`` covers."""
+        self.alerts.report(
+            self.name,
+            key,
+            first_ns=span.first_ns,
+            last_ns=span.last_ns,
+            rule=rule,
+            severity=severity,
+            source=source,
+            target=target,
+            evidence=evidence,
+            since_ns=since_ns,
+            quiet_ns=quiet_ns,
+        )
 
     def state_keys(self) -> int:
         """Keys held in per-key state (for metrics and the memory benchmark)."""

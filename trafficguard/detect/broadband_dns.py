@@ -68,11 +68,9 @@ class DnsTunnelDetector(Detector):
                 "DNS exfiltration"
             )
         severe = (tunnel and exfil) or rec.txt_null_share >= 0.5
-        self.alerts.report(
-            self.name,
+        self.report_span(
             f"{rec.client_addr}|{rec.domain_token}",
-            first_ns=rec.first_ns,
-            last_ns=rec.last_ns,
+            rec,
             rule=rule,
             severity="high" if severe else "medium",
             source=rec.client_addr,

@@ -181,11 +181,9 @@ class LoginBruteforceDetector(Detector):
         if success:
             evidence["success_session_s"] = round(st.success_ns / NS_PER_S, 1)
             rule += "; then a long session from the same source: possible successful login"
-        self.alerts.report(
-            self.name,
+        self.report_span(
             f"guess|{key[0]}|{key[1]}|{key[2]}",
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=rule,
             severity="high" if success else "medium",
             source=key[0],
@@ -210,11 +208,9 @@ class LoginBruteforceDetector(Detector):
         cfg = self.cfg
         if servers < cfg.min_servers:
             return
-        self.alerts.report(
-            self.name,
+        self.report_span(
             f"stuff|{key[0]}|{key[1]}",
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"short {service} sessions from one source to {servers} servers within "
                 f"{cfg.window_s:g}s (threshold {cfg.min_servers}): credential stuffing"

@@ -100,11 +100,9 @@ class OpenResolverDetector(_InboundDetector):
         need = self.cfg.min_external_clients
         if clients < need:
             return
-        self.alerts.report(
-            self.name,
+        self.report_span(
             rec.dst_addr,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"a subscriber host answered DNS queries from {clients} external clients "
                 f"within {self.window_s:g}s (threshold {need}): open resolver"
@@ -136,11 +134,9 @@ class OpenProxyDetector(_InboundDetector):
         st, peers = self.count(rec, rec.dst_port)
         if peers < cfg.min_peers:
             return
-        self.alerts.report(
-            self.name,
+        self.report_span(
             f"{rec.dst_addr}|{rec.dst_port}",
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"{peers} external peers each relayed at least {cfg.min_session_bytes} bytes "
                 f"through proxy port {rec.dst_port} of a subscriber host within "
@@ -172,11 +168,9 @@ class ServerHostingDetector(_InboundDetector):
         if peers < need:
             return
         proto = "tcp" if rec.proto == PROTO_TCP else "udp"
-        self.alerts.report(
-            self.name,
+        self.report_span(
             f"{rec.dst_addr}|{rec.dst_port}",
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"a subscriber host answered {peers} external peers on {proto} port "
                 f"{rec.dst_port} within {self.window_s:g}s (threshold {need}): server hosting"
@@ -248,11 +242,9 @@ class ResidentialSmtpDetector(Detector):
         cfg = self.cfg
         if st.sessions < cfg.min_sessions or servers < cfg.min_servers:
             return
-        self.alerts.report(
-            self.name,
+        self.report_span(
             src,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"a residential host opened {st.sessions} SMTP sessions to {servers} external "
                 f"mail servers within {cfg.window_s:g}s (thresholds {cfg.min_sessions} "

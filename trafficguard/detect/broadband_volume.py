@@ -107,11 +107,9 @@ class VolumeAnomalyDetector(Detector):
     def _report(self, addr: str, st: _Baseline, value: int, ratio: float, z: float) -> None:
         cfg = self.cfg
         ratio_text = f"{ratio:.1f}" if math.isfinite(ratio) else "inf"
-        self.alerts.report(
-            self.name,
+        self.report_span(
             addr,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"a subscriber moved {value} bytes in {cfg.bucket_s:g}s, {ratio_text}x its "
                 f"baseline mean and {z:.1f} standard deviations above it (thresholds "

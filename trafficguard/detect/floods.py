@@ -187,11 +187,9 @@ class SynFloodDetector(_VictimDetector):
             "threshold_rate_per_s": cfg.min_rate_pps,
             "window_s": cfg.window_s,
         }
-        self.alerts.report(
-            self.name,
+        self.report_span(
             rec.dst_addr,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"{st.packets} half-open TCP handshakes to one host on {len(st.ports)} port(s) "
                 f"at {rate:.0f}/s (thresholds: {cfg.min_half_open} in {cfg.window_s:g}s, "
@@ -235,11 +233,9 @@ class PacketFloodDetector(_VictimDetector):
             return
         source, share = st.dominant_source()
         ratio = st.response_packets / st.packets
-        self.alerts.report(
-            self.name,
+        self.report_span(
             rec.dst_addr,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"{st.packets} {self.label} packets to one host at {rate:.0f} packets/s, "
                 f"answer ratio {ratio:.2f} (thresholds: {cfg.min_packets} packets in "
@@ -310,11 +306,9 @@ class AmplificationDetector(_VictimDetector):
         )
         rate_bps = st.rate_pps(st.response_bytes * 8)
         source, share = st.dominant_source()
-        self.alerts.report(
-            self.name,
+        self.report_span(
             victim,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"{top_service} responses from {reflectors} reflectors to one host, "
                 f"{st.response_bytes} bytes, response/request ratio {ratio} (thresholds: "

@@ -74,11 +74,9 @@ class TollFraudDetector(Detector):
         if acct.calls < limit and concurrent < cfg.max_concurrent:
             return
         top = acct.sources.top(1)[0][0]
-        self.alerts.report(
-            self.name,
+        self.report_span(
             rec.caller,
-            first_ns=acct.first_ns,
-            last_ns=acct.last_ns,
+            acct,
             rule=(
                 f"one account made {acct.calls} calls to {'/'.join(sorted(self.classes))} "
                 f"numbers in {cfg.window_s:g}s (baseline {acct.baseline:.1f} per window, "
@@ -144,11 +142,9 @@ class _PerCaller(Detector):
         return st, st.callees.count()
 
     def report_origin(self, rec: CallRecord, st: _Origin, rule: str, evidence: Evidence) -> None:
-        self.alerts.report(
-            self.name,
+        self.report_span(
             rec.caller,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=rule,
             severity="medium",
             source=self.source_of(st),

@@ -127,11 +127,9 @@ class PortScanDetector(Detector):
             if walk.llr >= self.upper
             else f"{stealth} ports probed with NULL/FIN/Xmas packets"
         )
-        self.alerts.report(
-            self.name,
+        self.report_span(
             src,
-            first_ns=walk.first_ns,
-            last_ns=walk.last_ns,
+            walk,
             rule=(
                 f"one source probed {ports} ports on {hosts} host(s), "
                 f"{walk.probes - walk.answered} of {walk.probes} unanswered: {why} "
@@ -228,11 +226,9 @@ class HostSweepDetector(Detector):
         if hosts < cfg.min_hosts or sw.unanswered < cfg.min_failure_ratio * sw.probes:
             return
         what = "ICMP" if proto != PROTO_TCP else f"TCP port {rec.dst_port}"
-        self.alerts.report(
-            self.name,
+        self.report_span(
             f"{rec.src_addr}|{proto}|{rec.dst_port}",
-            first_ns=sw.first_ns,
-            last_ns=sw.last_ns,
+            sw,
             rule=(
                 f"one source contacted {hosts} hosts on {what}, {sw.unanswered} of "
                 f"{sw.probes} unanswered (thresholds: {cfg.min_hosts} hosts in "

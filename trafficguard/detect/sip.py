@@ -91,11 +91,9 @@ class SipScanDetector(_Windowed):
 
     def _report(self, src: str, st: _Probe, n: int, what: str, threshold: int, how: str) -> None:
         cfg = self.cfg
-        self.alerts.report(
-            self.name,
+        self.report_span(
             f"{src}|{what}",
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"one source probed {n} SIP {what}, {st.failed} of {st.probes} attempts "
                 f"failed (thresholds: {threshold} {what} in {cfg.window_s:g}s, "
@@ -180,11 +178,9 @@ class SipBruteforceDetector(Detector):
                 continue
             top = st.sources.top(1)[0][0]
             per_account = key[0] == "account"
-            self.alerts.report(
-                self.name,
+            self.report_span(
                 f"{key[0]}|{key[1]}",
-                first_ns=st.first_ns,
-                last_ns=st.last_ns,
+                st,
                 rule=(
                     f"{st.failed} rejected SIP credentials ({how}) "
                     f"{'for one account' if per_account else 'from one source'}, "
@@ -234,11 +230,9 @@ class InviteFloodDetector(_Windowed):
         if st.probes < cfg.min_invites:
             return
         span = max((st.last_ns - st.first_ns) / NS_PER_S, 1.0)
-        self.alerts.report(
-            self.name,
+        self.report_span(
             rec.src_addr,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"{st.probes} INVITEs from one source in {span:.0f}s "
                 f"(threshold: {cfg.min_invites} in {cfg.window_s:g}s)"

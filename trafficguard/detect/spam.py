@@ -56,11 +56,9 @@ class SmtpSpamDetector(Detector):
         servers = st.servers.count()
         if servers < cfg.min_servers:
             return
-        self.alerts.report(
-            self.name,
+        self.report_span(
             src,
-            first_ns=st.first_ns,
-            last_ns=st.last_ns,
+            st,
             rule=(
                 f"one host opened {st.sessions} SMTP sessions to {servers} distinct mail "
                 f"servers (threshold: {cfg.min_servers} servers in {cfg.window_s:g}s)"

@@ -149,16 +149,29 @@ def build_templates(pen: int) -> dict[int, Template]:
         element, length = TG_IE[name]
         return FieldSpec(element, length, pen)
 
+    def key(src: tuple[int, int], dst: tuple[int, int]) -> tuple[FieldSpec, ...]:
+        """Every template starts with the addresses, ports, protocol and IP version."""
+        return (
+            _iana(src),
+            _iana(dst),
+            _iana(SRC_PORT),
+            _iana(DST_PORT),
+            _iana(PROTO),
+            _iana(IP_VERSION),
+        )
+
+    # ... and ends with the pseudonym epochs and the loss flag, then one string
+    privacy = (
+        tg("sourcePseudonymEpoch"),
+        tg("destinationPseudonymEpoch"),
+        tg("sensorLoss"),
+    )
+
     def flow(tid: int, src: tuple[int, int], dst: tuple[int, int]) -> Template:
         return Template(
             tid,
             (
-                _iana(src),
-                _iana(dst),
-                _iana(SRC_PORT),
-                _iana(DST_PORT),
-                _iana(PROTO),
-                _iana(IP_VERSION),
+                *key(src, dst),
                 _iana(VLAN),
                 _rev(TCP_FLAGS),  # before the forward flags: nfdump 1.7 keeps the last one
                 _iana(TCP_FLAGS),
@@ -172,9 +185,7 @@ def build_templates(pen: int) -> dict[int, Template]:
                 _iana(L2_OCTETS),
                 _rev(L2_OCTETS),
                 _iana(FLOW_ID),
-                tg("sourcePseudonymEpoch"),
-                tg("destinationPseudonymEpoch"),
-                tg("sensorLoss"),
+                *privacy,
                 tg("applicationLabel"),
             ),
         )
@@ -183,12 +194,7 @@ def build_templates(pen: int) -> dict[int, Template]:
         return Template(
             tid,
             (
-                _iana(src),
-                _iana(dst),
-                _iana(SRC_PORT),
-                _iana(DST_PORT),
-                _iana(PROTO),
-                _iana(IP_VERSION),
+                *key(src, dst),
                 _iana(START_MS),
                 _iana(END_MS),
                 tg("rtpSsrc"),
@@ -199,9 +205,7 @@ def build_templates(pen: int) -> dict[int, Template]:
                 tg("rtpJitterMaxMicroseconds"),
                 tg("rtpMosX100"),
                 tg("rtpPayloadType"),
-                tg("sourcePseudonymEpoch"),
-                tg("destinationPseudonymEpoch"),
-                tg("sensorLoss"),
+                *privacy,
                 tg("rtpCodec"),
             ),
         )
