@@ -11,13 +11,13 @@ tunnels encode data in base32/64/128, which looks far more random than host name
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable
 from typing import Final
 
 import tldextract
 
 MAX_SUFFIX_LABELS: Final = 6  # longest public suffix (in labels) plus the domain label
+SPLIT_CACHE_SIZE: Final = 65536  # remembered name splits (cleared when full)
 _HOST_CHARS: Final = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
 # Lower-case ASCII letters; every byte that is not a host-name character becomes "x", so
 # the URL parser inside tldextract can never see "/", "@", ":" or "#" in a hostile label.
@@ -34,37 +34,51 @@ def histogram_entropy(counts: Iterable[int]) -> float:
     if n == 0:
         return 0.0
     log2 = math.log2
-    return max(0.0, -sum(c / n * log2(c / n) for c in values))
+    total = 0.0
+    for c in values:  # the same terms, in the same order, as sum() over c / n * log2(c / n)
+        p = c / n
+        total += p * log2(p)
+    return max(0.0, -total)
 
 
 def name_entropy(data: bytes) -> float:
     """Shannon entropy of ``data`` in bits per byte (0.0 for an empty name)."""
-    return histogram_entropy(Counter(data).values())
+    # byte counts in first-occurrence order, as Counter(data) would give them
+    return histogram_entropy([data.count(b) for b in dict.fromkeys(data)])
 
 
 class DomainSplitter:
     """Splits question labels into (registered domain, labels below it)."""
 
-    __slots__ = ("_extract",)
+    __slots__ = ("_extract", "_labels")
 
     def __init__(self) -> None:
         # suffix_list_urls=() and no cache dir: the bundled snapshot, no fetch, no files.
         self._extract = tldextract.TLDExtract(
             suffix_list_urls=(), cache_dir=None, include_psl_private_domains=False
         )
+        # hash of the last labels -> labels in the registered domain. Keyed by the salted
+        # bytes hash, as the distinct-subdomain sets are: no name is kept.
+        self._labels: dict[int, int] = {}
 
     def split(self, labels: list[bytes]) -> tuple[str, list[bytes]]:
         """``("example.co.uk", [b"a1b2", b"c3"])``; ``("", [])`` for the root."""
         if not labels:
             return "", []
-        tail = [label.translate(_TO_HOST) for label in labels[-MAX_SUFFIX_LABELS:]]
-        parts = self._extract(b".".join(tail).decode("ascii"))
-        if parts.suffix and parts.domain:
-            n = parts.suffix.count(".") + 2
-        elif parts.suffix:
-            n = parts.suffix.count(".") + 1  # the name is a public suffix itself
-        else:
-            n = 2  # not under a known suffix: keep the last two labels
-        n = min(n, len(labels))
-        registered = b".".join(tail[-n:]).decode("ascii")
-        return registered, labels[:-n]
+        key = hash(tuple(labels[-MAX_SUFFIX_LABELS:]))  # the split depends on no more
+        n = self._labels.get(key)
+        if n is None:
+            tail = [label.translate(_TO_HOST) for label in labels[-MAX_SUFFIX_LABELS:]]
+            parts = self._extract(b".".join(tail).decode("ascii"))
+            if parts.suffix and parts.domain:
+                n = parts.suffix.count(".") + 2
+            elif parts.suffix:
+                n = parts.suffix.count(".") + 1  # the name is a public suffix itself
+            else:
+                n = 2  # not under a known suffix: keep the last two labels
+            if len(self._labels) >= SPLIT_CACHE_SIZE:
+                self._labels.clear()
+            self._labels[key] = n
+        n = min(n, len(labels))  # never more than the labels joined above
+        registered = b".".join([label.translate(_TO_HOST) for label in labels[-n:]])
+        return registered.decode("ascii"), labels[:-n]

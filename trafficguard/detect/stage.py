@@ -28,6 +28,8 @@ from trafficguard.flow.state import Flow
 from trafficguard.voip.records import CallRecord, RegistrationRecord
 
 DetectorFactory = Callable[[DetectConfig, DetectorEnv], list[Detector]]
+SUBSCRIBER_CACHE_SIZE = 65536
+"""Addresses whose home-network membership is remembered (cleared when full)."""
 
 
 class _FlowStartHook:
@@ -99,12 +101,24 @@ class DetectStage:
         ]
         self.records_seen = 0
         self._due_tick_ns: int | None = None  # tick of this round, run after its records
+        # Membership per address text: records repeat their endpoints, and parsing the
+        # text is most of the cost. Bounded; holds the address text the detectors'
+        # own state already keys on, nothing derived from keys.
+        self._subscriber: dict[str, bool] = {}
 
     def _is_subscriber(self, ip: str) -> bool:
+        known = self._subscriber.get(ip)
+        if known is not None:
+            return known
         try:
-            return self.subjects.is_subscriber(ip)
+            result = self.subjects.is_subscriber(ip)
         except ValueError:
-            return False
+            result = False
+        cache = self._subscriber
+        if len(cache) >= SUBSCRIBER_CACHE_SIZE:
+            cache.clear()
+        cache[ip] = result
+        return result
 
     # -- Stage protocol ---------------------------------------------------------------------
     def attach(self, host: HookHost) -> None:

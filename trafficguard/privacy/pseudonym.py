@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import base64
 import bisect
-import hashlib
 import hmac
 import ipaddress
 import re
+import socket
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Final, NewType
@@ -83,6 +83,19 @@ def pseudonym_epoch(pseudonym: str) -> int:
     if not m:
         raise ValueError("not a trafficguard pseudonym")
     return int(m.group(2))
+
+
+def _canonical_address(text: str) -> tuple[int, int] | None:
+    """(version, integer) of an address in its canonical text form (``inet_ntop``'s, which
+    is how records carry addresses); None for any other text, left to ``ipaddress``."""
+    family, version = (socket.AF_INET6, 6) if ":" in text else (socket.AF_INET, 4)
+    try:
+        packed = socket.inet_pton(family, text)
+    except (OSError, ValueError):
+        return None
+    if socket.inet_ntop(family, packed) != text:
+        return None
+    return version, int.from_bytes(packed, "big")
 
 
 def _subkey(key: bytes, label: bytes, length: int = 32) -> bytes:
@@ -162,8 +175,9 @@ class Pseudonymizer:
 
     @staticmethod
     def _digest(key: bytes, data: str) -> str:
-        mac = hmac.new(key, data.encode("utf-8"), hashlib.sha256).digest()
-        return base64.b32encode(mac).decode("ascii")[:DIGEST_CHARS].lower()
+        mac = hmac.digest(key, data.encode("utf-8"), "sha256")  # one-shot, in C
+        # base32 maps 5 bytes to 8 characters: the first 15 bytes give the first 24
+        return base64.b32encode(mac[:15])[:DIGEST_CHARS].lower().decode("ascii")
 
     def user(self, value: str, epoch: int | None = None) -> Pseudonym:
         """Pseudonym of a phone number or SIP user (normalised first, see normalize_user)."""
@@ -177,7 +191,13 @@ class Pseudonymizer:
 
     def is_subscriber(self, ip: str | IPAddress) -> bool:
         """True if the address lies inside ``home_networks``."""
-        addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
+        if isinstance(ip, str):
+            canonical = _canonical_address(ip)
+            if canonical is not None:
+                return self._home.contains(*canonical)
+            addr = ipaddress.ip_address(ip)
+        else:
+            addr = ip
         return self._home.contains(addr.version, int(addr))
 
     def address(self, ip: str, epoch: int | None = None) -> str:

@@ -522,17 +522,26 @@ class VoipStage:
             return
         if proto != PROTO_UDP:
             return
-        if self.tracker.media_known:
-            ends = self._ends(flow)
-            for (addr, port), rtcp in (
-                (ends[0][1], False),
-                (ends[0][0], False),
-                ((ends[0][1][0], ends[0][1][1] - 1), True),
-                ((ends[0][0][0], ends[0][0][1] - 1), True),
+        tracker = self.tracker
+        if tracker.media_known:
+            # the SDP endpoints this flow could be: its destination and source, then the
+            # RTCP port below each; address text is built once per side
+            a, pa, b, pb, _proto, _vlan = flow.endpoints()
+            src_addr = addr_text(a)
+            dst_addr = addr_text(b)
+            src_head = "[" + src_addr + "]:" if ":" in src_addr else src_addr + ":"
+            dst_head = "[" + dst_addr + "]:" if ":" in dst_addr else dst_addr + ":"
+            for endpoint, rtcp in (
+                (dst_head + str(pb), False),
+                (src_head + str(pa), False),
+                (dst_head + str(pb - 1), True),
+                (src_head + str(pa - 1), True),
             ):
-                endpoint = _endpoint_text(addr, port)
-                owner = self.tracker.media_owner(endpoint)
+                owner = tracker.media_owner(endpoint)
                 if owner is not None:
+                    src: Endpoint = (src_addr, pa)
+                    dst: Endpoint = (dst_addr, pb)
+                    ends = ((src, dst), (dst, src))
                     if rtcp:
                         self._handlers[flow] = _Rtcp(self, ends)
                     else:
