@@ -52,6 +52,7 @@ from trafficguard.capture.bpf import DROP_ALL, FilterError
 from trafficguard.capture.live import (
     KernelCounters,
     LiveCapture,
+    batch_span,
     filter_program,
     linktype_of,
     open_live,
@@ -122,6 +123,39 @@ def _die_with_parent() -> None:
         return
 
 
+class SensorLossWatch:
+    """Turns growth of the kernel drop counters into the pipeline's sensor-loss windows.
+
+    ``check`` runs before each batch is processed, with the worker's monotonic kernel
+    totals. If ``drops`` or ``freeze_q_cnt`` grew since the last read, the kernel dropped
+    packets since then — while the ring was full, i.e. after the newest packet already in
+    it and no later than now. The window noted is therefore (packet time) from the last
+    packet of the previous batch (this batch's first packet for the first one) to the later
+    of this batch's last packet and ``now_ns`` (kernel timestamps are CLOCK_REALTIME, the
+    clock of ``time.time_ns``). An approximation on the safe side: the window may be wider
+    than the drops, never narrower. It is noted before the batch, so records the batch ends
+    are already judged against it.
+    """
+
+    __slots__ = ("_lost", "_prev_ts", "pipeline")
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self._lost = 0  # drops + freeze_q_cnt at the last read
+        self._prev_ts = 0  # packet time of the last packet of the previous batch
+
+    def check(self, kernel: KernelCounters, first_ts: int, last_ts: int, now_ns: int) -> bool:
+        """Note a window when the kernel counters grew; True if one was noted."""
+        lost = kernel.drops + kernel.freeze_q_cnt
+        grew = lost > self._lost
+        self._lost = lost
+        if grew:
+            start = self._prev_ts or first_ts or now_ns
+            self.pipeline.note_sensor_loss(start, max(last_ts, now_ns))
+        self._prev_ts = max(self._prev_ts, last_ts)
+        return grew
+
+
 class Worker:
     """One capture process: sockets → pipeline → records and reports to the parent."""
 
@@ -142,6 +176,7 @@ class Worker:
         self.control = control
         self.stop_requested = False
         self.capture: LiveCapture | None = None
+        self.loss: SensorLossWatch  # set in run, once the pipeline exists
 
     def _on_stop(self, _signum: int, _frame: FrameType | None) -> None:
         self.stop_requested = True
@@ -173,10 +208,13 @@ class Worker:
             stages=stages,
             record_transform=ctx.record_transform,
         )
+        self.loss = SensorLossWatch(pipeline)
+        capture.use_fast_path(pipeline.fast is not None)  # ring blocks walked in C, in place
         self.out.put(("ready", self.index, capture.backend))
         try:
             self._loop(capture, pipeline)
             self._drain_sockets(capture, pipeline)
+            self.loss.check(capture.counters(), 0, 0, time.time_ns())  # drops at the very end
             pipeline.finish()
             self.out.put(("done", self.index, self._report(capture, pipeline)))
         finally:
@@ -194,6 +232,8 @@ class Worker:
         time.sleep(2 * self.cfg.live.block_timeout_ms / 1000)
         for sock in capture.sockets:
             for batch in sock.ready_batches(self.cfg.capture.batch_frames):
+                if batch:
+                    self.loss.check(capture.counters(), *batch_span(batch), time.time_ns())
                 pipeline.process_batch(batch)
 
     def _close_queue(self) -> None:
@@ -205,10 +245,13 @@ class Worker:
         tick_ns = int(self.cfg.flow.tick_interval_s * NS_PER_S)
         next_report = time.monotonic() + interval
         last_idle_tick = 0
+        loss = self.loss
         for batch in capture.batches(self.cfg.capture.batch_frames):
             if batch:
+                first_ts, last_ts = batch_span(batch)
+                loss.check(capture.counters(), first_ts, last_ts, time.time_ns())
                 pipeline.process_batch(batch)
-                pipeline.processing_lag_s = max(0.0, time.time() - batch[-1][0] / NS_PER_S)
+                pipeline.processing_lag_s = max(0.0, time.time() - last_ts / NS_PER_S)
             else:  # idle link: packet time would stand still, so expire in wall time
                 now_ns = time.time_ns()
                 if now_ns - max(pipeline.last_ts_ns, last_idle_tick) >= tick_ns:
@@ -275,6 +318,7 @@ def merge_snapshots(snaps: Iterable[PipelineSnapshot]) -> PipelineSnapshot:
             "flow_table_flows",
             "flow_table_capacity",
             "store_errors",
+            "sensor_loss_windows",
         ):
             setattr(total, name, getattr(total, name) + getattr(s, name))
         for name in (

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from trafficguard.capture.frames import Frame
+from trafficguard.capture.live import RingBlock
 from trafficguard.capture.pcapfile import FileFrameSource, open_capture
 from trafficguard.config import NS_PER_S, Config
 from trafficguard.decode.decoder import Decoder
@@ -43,6 +46,43 @@ if TYPE_CHECKING:
 
 RecordTransform = Callable[[Sequence[msgspec.Struct]], Sequence[msgspec.Struct]]
 FLUSH_CHUNK = 4096  # flows ended per step of the final flush (fast path)
+
+# Sensor loss (DESIGN "Outputs": every figure says how much to trust it). Each record kind's
+# own time range in packet time, as (start field, end field): a record whose range overlaps
+# a window in which the sensor itself dropped packets gets ``sensor_loss=True`` in
+# ``Pipeline._emit``. A flow record's range is its own interval (``start_ns``, not
+# ``first_seen_ns``): an interim record's counters cover only that interval. Kinds that are
+# listed but have no ``sensor_loss`` field (yet) are left alone, like kinds not listed.
+LOSS_SPAN_FIELDS: dict[str, tuple[str, str]] = {
+    "flow": ("start_ns", "end_ns"),
+    "call": ("invite_ns", "end_ns"),
+    "registration": ("ts_ns", "end_ns"),
+    "rtp_stream": ("first_ns", "last_ns"),
+    "voip_interval": ("interval_start_ns", "interval_end_ns"),
+    "dns_summary": ("interval_start_ns", "interval_end_ns"),
+    "alert": ("first_seen_ns", "last_seen_ns"),
+}
+MAX_LOSS_WINDOWS = 1024  # beyond this the two oldest windows merge (flags more, never fewer)
+_Span = tuple[Callable[[Any], int], Callable[[Any], int]] | tuple[None, None]
+_NO_SPAN: _Span = (None, None)
+
+
+def loss_horizon_ns(cfg: Config) -> int:
+    """How long a loss window is kept: the longest span a record emitted later can reach back.
+
+    A flow record spans at most the active timeout, and is emitted at most the longest idle
+    timeout after its last packet; a call at most ringing + max call + linger (plus the
+    INVITE and challenge timers). Ticks, the KPI grace and one minute are added as slack. A
+    window ending earlier than ``last packet time - horizon`` can overlap no future record.
+    """
+    idle = cfg.flow.idle_timeout_s
+    flow_s = cfg.flow.active_timeout_s + max(
+        idle.tcp, idle.tcp_closing, idle.tcp_embryonic, idle.udp, idle.icmp, idle.other
+    )
+    t = cfg.voip.timeouts
+    call_s = t.invite_s + t.challenge_s + t.ringing_s + t.max_call_s + t.linger_s + t.register_s
+    slack_s = 2 * cfg.flow.tick_interval_s + cfg.voip.kpi_grace_s + 60.0
+    return int((max(flow_s, call_s) + slack_s) * NS_PER_S)
 
 
 class Pipeline:
@@ -81,11 +121,21 @@ class Pipeline:
         self.processing_lag_s = 0.0
         self.records_written: dict[tuple[str, str], int] = {}
         self.store_errors = 0
+        # sensor-loss windows (packet time), sorted, disjoint: [start, end] inclusive; see
+        # note_sensor_loss. Empty until the first loss, and _emit then does no work at all.
+        self.sensor_loss_windows = 0  # windows noted (metric), before merging
+        self._loss_starts: list[int] = []
+        self._loss_ends: list[int] = []
+        self._loss_horizon_ns = loss_horizon_ns(cfg)
+        self._loss_spans: dict[type, _Span] = {}
 
     # -- the packet path -------------------------------------------------------------
-    def process_batch(self, frames: list[Frame]) -> None:
+    def process_batch(self, frames: list[Frame] | RingBlock) -> None:
         """Decode a batch, update flows, run packet-time expiry when due, emit records."""
         if not frames:
+            return
+        if isinstance(frames, RingBlock):  # lent in place by a capture ring (fast path)
+            self._process_block(frames)
             return
         self.capture_packets += len(frames)
         self.capture_bytes += sum([f[3] for f in frames])
@@ -97,6 +147,16 @@ class Pipeline:
                 self.flows.update_batch(packets)  # type: ignore[union-attr]
         last = frames[-1][0]
         self.last_ts_ns = max(self.last_ts_ns, last)
+        if self.last_ts_ns >= self._next_tick_ns:
+            self.tick(self.last_ts_ns)
+
+    def _process_block(self, block: RingBlock) -> None:
+        """``process_batch`` for a ring block the C core walks in place (no Frames)."""
+        assert self.fast is not None, "ring blocks are lent only to the fast path"
+        self.capture_packets += block.packets
+        self.capture_bytes += block.wire_bytes
+        self.fast.process_block(block)
+        self.last_ts_ns = max(self.last_ts_ns, block.last_ts)
         if self.last_ts_ns >= self._next_tick_ns:
             self.tick(self.last_ts_ns)
 
@@ -120,9 +180,68 @@ class Pipeline:
                 self.tick(self.last_ts_ns)
             yield n
 
+    # -- sensor loss -----------------------------------------------------------------
+    def note_sensor_loss(self, from_ns: int, to_ns: int) -> None:
+        """The sensor itself dropped packets somewhere in ``[from_ns, to_ns]`` (packet time).
+
+        Every record emitted from now on whose own time range (``LOSS_SPAN_FIELDS``)
+        overlaps the window carries ``sensor_loss=True``. Windows merge when they overlap
+        or touch; those ending more than ``loss_horizon_ns`` before the newest packet are
+        forgotten (no record emitted later can reach back that far), and beyond
+        ``MAX_LOSS_WINDOWS`` the two oldest merge into one.
+        """
+        if to_ns < from_ns:
+            from_ns, to_ns = to_ns, from_ns
+        self.sensor_loss_windows += 1
+        starts, ends = self._loss_starts, self._loss_ends
+        if not ends or from_ns > ends[-1] + 1:  # the usual case: a new, later window
+            starts.append(from_ns)
+            ends.append(to_ns)
+        else:
+            windows = sorted([*zip(starts, ends, strict=True), (from_ns, to_ns)])
+            starts.clear()
+            ends.clear()
+            for a, b in windows:
+                if ends and a <= ends[-1] + 1:
+                    ends[-1] = max(ends[-1], b)
+                else:
+                    starts.append(a)
+                    ends.append(b)
+        while len(ends) > MAX_LOSS_WINDOWS:
+            del starts[1], ends[0]
+        self._forget_loss(max(self.last_ts_ns, to_ns))
+
+    def _forget_loss(self, now_ns: int) -> None:
+        """Drop the windows no record emitted from ``now_ns`` on can overlap."""
+        keep = bisect_left(self._loss_ends, now_ns - self._loss_horizon_ns)
+        if keep:
+            del self._loss_starts[:keep], self._loss_ends[:keep]
+
+    def _mark_sensor_loss(self, records: Sequence[msgspec.Struct]) -> Sequence[msgspec.Struct]:
+        """Set ``sensor_loss`` on the records whose time range overlaps a loss window."""
+        starts, ends, spans = self._loss_starts, self._loss_ends, self._loss_spans
+        n = len(ends)
+        out: list[msgspec.Struct] | None = None
+        for i, rec in enumerate(records):
+            cls = type(rec)
+            span = spans.get(cls)
+            if span is None:
+                span = spans[cls] = _loss_span(cls)
+            first, last = span
+            if first is None or last is None:
+                continue
+            j = bisect_left(ends, first(rec))  # the first window ending at/after the start
+            if j < n and starts[j] <= last(rec) and not rec.sensor_loss:  # type: ignore[attr-defined]
+                if out is None:
+                    out = list(records)
+                out[i] = msgspec.structs.replace(rec, sensor_loss=True)
+        return records if out is None else out
+
     def tick(self, now_ns: int) -> None:
         """Expire idle flows and fragments in packet time, then emit what ended."""
         self._next_tick_ns = now_ns + self._tick_ns
+        if self._loss_ends and self._loss_ends[0] < now_ns - self._loss_horizon_ns:
+            self._forget_loss(now_ns)
         self.flows.tick(now_ns)
         self.decoder.expire(now_ns)
         for stage in self.stages:
@@ -189,6 +308,8 @@ class Pipeline:
     def _emit(self, records: Sequence[msgspec.Struct]) -> None:
         if not records:
             return
+        if self._loss_ends:  # before the privacy edge and the sinks; nothing until a loss
+            records = self._mark_sensor_loss(records)
         if self.record_transform is not None:
             records = self.record_transform(records)
         for name, sink in self.sinks:
@@ -228,9 +349,18 @@ class Pipeline:
             flow_table_capacity=st.capacity,
             records_written=dict(self.records_written),
             store_errors=self.store_errors,
+            sensor_loss_windows=self.sensor_loss_windows,
             last_packet_ts_s=self.last_ts_ns / NS_PER_S,
             processing_lag_s=self.processing_lag_s,
         )
+
+
+def _loss_span(cls: type) -> _Span:
+    """The getters of a record type's time range, or ``(None, None)``: not flagged."""
+    fields = LOSS_SPAN_FIELDS.get(getattr(cls, "kind", ""))
+    if fields is None or "sensor_loss" not in getattr(cls, "__struct_fields__", ()):
+        return _NO_SPAN
+    return attrgetter(fields[0]), attrgetter(fields[1])
 
 
 @dataclass(slots=True)

@@ -47,6 +47,7 @@ def snapshot() -> PipelineSnapshot:
         flow_table_capacity=1_000_000,
         records_written={("sqlite", "flow"): 36, ("jsonl", "flow"): 36},
         store_errors=1,
+        sensor_loss_windows=3,
         last_packet_ts_s=1_700_000_000.25,
         processing_lag_s=0.5,
     )
@@ -96,6 +97,7 @@ def test_values_from_the_snapshot_appear_under_their_names(server: MetricsServer
         ("trafficguard_flow_table_capacity_flows", ()): 1_000_000,
         ("trafficguard_records_written_total", (("kind", "flow"), ("sink", "sqlite"))): 36,
         ("trafficguard_store_errors_total", ()): 1,
+        ("trafficguard_sensor_loss_windows_total", ()): 3,
         ("trafficguard_last_packet_timestamp_seconds", ()): 1_700_000_000.25,
         ("trafficguard_processing_lag_seconds", ()): 0.5,
         ("trafficguard_build_info", (("version", __version__),)): 1,
@@ -114,7 +116,7 @@ def test_every_family_has_help_and_type(server: MetricsServer) -> None:
         if line.startswith("# HELP")
     }
     ours = {n for n in names if n.startswith("trafficguard_")}
-    assert len(ours) == 18
+    assert len(ours) == 19
     for name in names:
         assert helps.get(name, "").strip(), name
 

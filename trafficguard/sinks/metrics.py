@@ -73,6 +73,7 @@ class PipelineSnapshot:
     flow_table_capacity: int = 0
     records_written: dict[tuple[str, str], int] = field(default_factory=dict)  # (sink, kind)
     store_errors: int = 0
+    sensor_loss_windows: int = 0  # windows in which the sensor itself dropped packets
     last_packet_ts_s: float = 0.0  # packet time of the newest packet seen
     processing_lag_s: float = 0.0  # wall clock minus last_packet_ts_s (live capture)
 
@@ -120,6 +121,12 @@ class PipelineCollector(Collector):
             "capture_drops",
             "Frames the capture source (kernel or NIC) reported dropped before trafficguard.",
             s.capture_drops,
+        )
+        yield _counter(
+            "sensor_loss_windows",
+            "Windows (packet time) in which the sensor itself dropped packets; records"
+            " overlapping one carry sensor_loss.",
+            s.sensor_loss_windows,
         )
         yield _labelled(
             CounterMetricFamily(
