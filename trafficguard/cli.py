@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -446,17 +445,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     # One handler for the whole command: during the replay a signal stops the driver; after
     # it (summary, --keep-serving) the same signal ends the command. No window without it.
     stopped_by: list[int] = []
-    done = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         stopped_by.append(signum)
         driver.stop_requested = True
-        done.set()
+        # no Event.set() here: a handler that takes a lock the interrupted main thread
+        # holds (inside Event.wait) deadlocks; the loops below poll ``stopped_by``
 
     old_int = signal.signal(signal.SIGINT, _stop)
     old_term = signal.signal(signal.SIGTERM, _stop)
     try:
-        return _replay(args, log, pipeline, driver, progress, purger, server, done, stopped_by)
+        return _replay(args, log, pipeline, driver, progress, purger, server, stopped_by)
     finally:
         if server is not None:
             server.close()
@@ -472,7 +471,6 @@ def _replay(
     progress: ProgressLine | None,
     purger: StorePurger | None,
     server: MetricsServer | None,
-    done: threading.Event,
     stopped_by: list[int],
 ) -> int:
     """``cmd_replay`` once its signal handler is installed (it restores it and the server)."""
@@ -511,8 +509,8 @@ def _replay(
             f"serving http://{_display_host(server)}:{server.port}/metrics — press Ctrl-C to stop",
             file=sys.stderr,
         )
-        while not done.wait(0.5):  # set by a signal, also one that came before this line
-            pass
+        while not stopped_by:  # filled by a signal, also one that came before this line
+            time.sleep(0.2)  # a signal interrupts the sleep and runs the handler
     if result.interrupted and signal.SIGTERM not in stopped_by:
         return EXIT_INTERRUPTED  # Ctrl-C; SIGTERM is an orderly drain and exits 0
     return EXIT_FAILURE if result.failed else EXIT_OK
