@@ -2,7 +2,7 @@
 # Prepare a checkout for tests and the demo; safe to run again (does only what is missing).
 #  1. On Debian as root: install the system tools the tests and demo call (tshark, tcpdump,
 #     tcpreplay, softflowd, promtool, sipp, nfcapd, nmap, hping3, iodine, hydra, ip,
-#     systemd-analyze, /usr/bin/time). apt-get update runs only if needed.
+#     systemd-analyze, systemd-nspawn, /usr/bin/time). apt-get update runs only if needed.
 #  2. A virtualenv in .venv (no system site packages) with `pip install -e '.[test]'`,
 #     skipped while the stamp (hash of pyproject.toml, setup.py, the C core + python
 #     version) is unchanged.
@@ -16,7 +16,7 @@ need=()
 for pair in tshark:tshark tcpdump:tcpdump tcpreplay:tcpreplay softflowd:softflowd \
             promtool:prometheus /usr/bin/time:time ip:iproute2 sipp:sip-tester \
             nfcapd:nfdump nmap:nmap hping3:hping3 iodine:iodine hydra:hydra \
-            systemd-analyze:systemd; do
+            systemd-analyze:systemd systemd-nspawn:systemd-container; do
   cmd=${pair%%:*} pkg=${pair##*:}
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
     need+=("$pkg")
@@ -51,5 +51,13 @@ else
   say "pip install -e '.[test]' into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   printf '%s\n' "$want" > "$stamp"
+fi
+# --- as root: the runtime venv (Debian /usr/bin/python3 + runtime dependencies) that
+#     tests/e2e/test_systemd_boot.py binds into its systemd-nspawn container; cached in
+#     /var/cache/trafficguard-test/venv, rebuilt only when the dependency list changes.
+if [ "$(id -u)" -eq 0 ] && [ -x /usr/bin/python3 ] && command -v systemd-nspawn >/dev/null; then
+  say "systemd boot test venv in /var/cache/trafficguard-test/venv"
+  .venv/bin/python -c 'import sys; sys.path.insert(0, "tests/e2e")
+import test_systemd_boot as t; t.ensure_runtime_venv()'
 fi
 say "ready"
