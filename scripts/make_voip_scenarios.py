@@ -3,12 +3,13 @@
 
 Each capture is one SIP situation a NOC engineer meets (answered, busy, cancelled,
 challenged, forked, held, over TCP, fragmented, 3 hours long, impaired RTP, REGISTER,
-non-call methods). ``labels.json`` says, per file, what the VoIP stage must report: the
-call, registration and RTP stream facts that follow from how the capture was built
-(not from running trafficguard), plus every *canary* planted in it: display names, SIP
-URI users and hosts, phone numbers, Call-IDs, message bodies, SDP user/session names,
-RTCP SDES items and RTP payload bytes. None of them may ever reach an output in
-metadata mode (``tests/unit/test_voip_scenarios.py`` greps for them).
+non-call methods, an SDP answer in a reliable 183). ``labels.json`` says, per file, what
+the VoIP stage must report: the call, registration and RTP stream facts that follow
+from how the capture was built (not from running trafficguard), plus every *canary*
+planted in it: display names, SIP URI users and hosts, phone numbers, Call-IDs,
+message bodies, SDP user/session names, RTCP SDES items and RTP payload bytes. None of
+them may ever reach an output in metadata mode (``tests/unit/test_voip_scenarios.py``
+greps for them).
 
 Deterministic like ``scripts/make_sample_pcaps.py``: fixed MACs, IP ids, ports, tags,
 branches, sequence numbers and microsecond timestamps; the pcap writer is our own.
@@ -1231,6 +1232,47 @@ def sc_other_methods(sc: Scenario) -> None:
     cap.sip(t + 20, d.response(notify, 200, "OK"))
 
 
+def sc_early_answer(sc: Scenario) -> None:
+    """The answer SDP comes in a reliable 183 (RFC 3262); the 200 carries none."""
+    cap, key, n = sc.cap, sc.key, 15
+    caller, callee = parties(cap, key, n)
+    d = new_dialog(cap, key, n, caller, callee)
+    offer, answer = offer_answer(cap, key, caller, 40000, 30000)
+    inv = d.request("INVITE", 1, body=offer, extra=(("Supported", "100rel"),))
+    cap.sip(0, inv.msg)
+    cap.sip(20, d.response(inv, 100, "Trying"))
+    rel = (("Require", "100rel"), ("RSeq", "1"))
+    cap.sip(400, d.response(inv, 183, "Session Progress", to_tag="tt15", body=answer, extra=rel))
+    prack = d.request("PRACK", 2, to_tag="tt15", extra=(("RAck", "1 1 INVITE"),))
+    cap.sip(420, prack.msg)
+    cap.sip(440, d.response(prack, 200, "OK"))
+    cap.sip(3000, d.response(inv, 200, "OK", to_tag="tt15"))  # no SDP: the 183's answer holds
+    cap.sip(3020, d.request("ACK", 1, to_tag="tt15").msg)
+    payload = rtp_payload(cap, key)
+    up = RtpStream((caller.addr[0], 40000), (MEDIA_GW, 30000), 0x0A0B000F, 3040, 50, payload)
+    down = RtpStream((MEDIA_GW, 30000), (caller.addr[0], 40000), 0x0B0A000F, 3050, 50, payload)
+    cap.rtp(up)
+    cap.rtp(down)
+    sc.rtp_streams += [up.facts(0, "PCMA"), down.facts(0, "PCMA")]
+    bye = d.request("BYE", 3, to_tag="tt15")
+    cap.sip(5000, bye.msg)
+    cap.sip(5020, d.response(bye, 200, "OK"))
+    sc.calls.append(
+        call_label(
+            d,
+            final_code=200,
+            release="caller",
+            end_reason="bye",
+            answered=True,
+            pdd_ms=400.0,
+            duration_ms=2000.0,
+            forked=1,
+            codecs=ANSWER_CODECS,
+            media=(f"{caller.addr[0]}:40000", f"{MEDIA_GW}:30000"),
+        )
+    )
+
+
 SCENARIOS: tuple[tuple[str, Callable[[Scenario], None], str, str], ...] = (
     (
         "answered",
@@ -1317,6 +1359,12 @@ SCENARIOS: tuple[tuple[str, Callable[[Scenario], None], str, str], ...] = (
         sc_other_methods,
         "OPTIONS, MESSAGE (text body), SUBSCRIBE, NOTIFY (PIDF)",
         "non-call methods produce no call records; bodies never stored",
+    ),
+    (
+        "early_answer",
+        sc_early_answer,
+        "reliable 183 with the SDP answer, PRACK, 200 without SDP, ACK, RTP, BYE",
+        "codecs from the early answer (RFC 3262), not the bodiless 2xx",
     ),
 )
 

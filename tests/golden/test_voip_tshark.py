@@ -53,10 +53,10 @@ SIP_FILES = [
 ]
 RTP_FILES = ["ndpi-skinny-rtp.pcap", "ndpi-sip.pcap", "zeek-sip-wireshark.pcap"]
 
-# SIP over WebSocket (RFC 7118) is not unwrapped: the stage sees the TCP/5060 leg only.
-# tshark decodes both; these are the messages it finds inside WebSocket frames
-# (``tshark -Y 'sip && websocket'``), which the stage legitimately does not count.
-WEBSOCKET_ONLY: dict[str, tuple[dict[str, int], dict[int, int]]] = {
+# SIP over WebSocket (RFC 7118) is unwrapped (voip/websocket.py): these are the messages
+# tshark finds inside WebSocket frames (``tshark -Y 'sip && websocket'``); the stage must
+# count them like tshark's ``sip,stat`` does and record their calls with transport "ws".
+WEBSOCKET: dict[str, tuple[dict[str, int], dict[int, int]]] = {
     "heplify-sip-tcp-websocket.pcap": (
         {"INVITE": 2, "ACK": 2, "BYE": 1},
         {100: 1, 180: 1, 183: 1, 200: 2, 407: 1},
@@ -124,18 +124,13 @@ def sip_fields(name: str, *fields: str, display: str = "sip") -> list[list[str]]
 def test_sip_methods_and_codes_match_tshark(name: str, keys: SensorKeys) -> None:
     methods, codes = sip_stat(name)
     assert methods, f"tshark found no SIP in {name}"
-    ws_methods, ws_codes = WEBSOCKET_ONLY.get(name, ({}, {}))
-    expected_methods = Counter(methods)
-    expected_methods.subtract(ws_methods)
-    expected_codes = Counter(codes)
-    expected_codes.subtract(ws_codes)
     tracker = run(name, keys).stage.tracker
-    assert tracker.method_counts == {m: n for m, n in expected_methods.items() if n}
-    assert tracker.code_counts == {c: n for c, n in expected_codes.items() if n}
+    assert tracker.method_counts == methods
+    assert tracker.code_counts == codes
 
 
-def test_websocket_difference_is_what_tshark_sees_inside_websocket() -> None:
-    """The pinned WebSocket-only counts are tshark's own, not numbers typed in to pass."""
+def test_websocket_messages_are_what_tshark_sees_inside_websocket() -> None:
+    """The WebSocket-carried counts are tshark's own, not numbers typed in to pass."""
     rows = sip_fields(
         "heplify-sip-tcp-websocket.pcap",
         "sip.Method",
@@ -144,7 +139,18 @@ def test_websocket_difference_is_what_tshark_sees_inside_websocket() -> None:
     )
     methods = Counter(r[0] for r in rows if r[0])
     codes = Counter(int(r[1]) for r in rows if r[1])
-    assert (dict(methods), dict(codes)) == WEBSOCKET_ONLY["heplify-sip-tcp-websocket.pcap"]
+    assert (dict(methods), dict(codes)) == WEBSOCKET["heplify-sip-tcp-websocket.pcap"]
+
+
+def test_websocket_calls_have_transport_ws(keys: SensorKeys, pseudo: Pseudonymizer) -> None:
+    name = "heplify-sip-tcp-websocket.pcap"
+    rows = sip_fields(name, "sip.Call-ID", "sip.Method", "sip.to.tag", display="sip && websocket")
+    ws_calls = {pseudo.token(cid) for cid, method, tag in rows if method == "INVITE" and not tag}
+    calls = [r for r in run(name, keys).records if isinstance(r, CallRecord)]
+    assert ws_calls
+    assert {c.call_id_hash for c in calls if c.transport == "ws"} == ws_calls
+    assert {c.transport for c in calls} == {"ws", "udp"}
+    assert run(name, keys).stage.metrics.transport_events.get("ws_upgrade") == 1
 
 
 def _tshark_calls(name: str) -> dict[str, int]:
@@ -175,7 +181,7 @@ KNOWN_CALLS: dict[str, str] = {
     # the 100 Trying arrives: one call with no final response, as the stage records.
     "heplify-sip-ipv6-udp.pcap": "no_response",
 }
-CALL_FILES = [n for n in SIP_FILES if n not in WEBSOCKET_ONLY]
+CALL_FILES = SIP_FILES
 
 
 @pytest.mark.parametrize("name", CALL_FILES)
@@ -202,6 +208,8 @@ def test_forked_call_is_released_by_the_acked_fork(keys: SensorKeys) -> None:
     ]
     assert (call.forked, call.end_reason, call.release) == (2, "bye", "caller")
     assert call.duration_ms > 160_000
+    # no 2xx carries SDP: the session is the one the reliable 183 / UPDATE answers set up
+    assert call.codecs == ("AMR-WB", "telephone-event")
 
 
 @cache

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from trafficguard.voip.sdp import parse_sdp
@@ -46,6 +46,7 @@ inputs = st.one_of(st.binary(max_size=2048), mutated())
 
 @settings(max_examples=400, deadline=None)
 @given(inputs)
+@example(b"A : SIP/2.0\n*:\ni:\x00\nCSeq:0 \x00\nl:\xb2")  # "\xb2" decodes to a Unicode digit
 def test_parse_sip_only_raises_counted_reasons(data: bytes) -> None:
     try:
         msg = parse_sip(data)

@@ -636,3 +636,116 @@ def test_records_carry_no_identities() -> None:
     needles += ["Zebediah", "Quuxworth", "canary"]
     for needle in needles:
         assert needle not in blob, needle
+
+
+# -- codecs of early answers (RFC 3261 §13.2.1, RFC 3262 PRACK, RFC 3311 UPDATE) ----------
+AMR_ANSWER = ANSWER.replace(b"RTP/AVP 0 101", b"RTP/AVP 96 101").replace(
+    b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:96 AMR-WB/16000"
+)
+G722_ANSWER = ANSWER.replace(b"RTP/AVP 0 101", b"RTP/AVP 9 101").replace(
+    b"a=rtpmap:0 PCMU/8000", b"a=rtpmap:9 G722/8000"
+)
+RSEQ = "Require: 100rel\r\nRSeq: 1"
+
+
+def _early_call(script: list[tuple[float, SipMessage]]) -> CallRecord:
+    t = tracker()
+    feed(t, [(0.0, req("INVITE", 1, body=OFFER)), *script])
+    feed(t, [(60.0, req("BYE", 9, to_tag="b1"))])
+    rec = one_call(t)
+    assert rec.final_code == 200 and rec.end_reason == "bye"
+    return rec
+
+
+def test_reliable_183_answer_and_2xx_without_sdp() -> None:
+    rec = _early_call(
+        [
+            (0.5, resp(183, "INVITE", 1, to_tag="b1", body=AMR_ANSWER, extra=RSEQ)),
+            (0.6, req("PRACK", 2, to_tag="b1", extra="RAck: 1 1 INVITE")),
+            (0.7, resp(200, "PRACK", 2, to_tag="b1")),
+            (5.0, resp(200, "INVITE", 1, to_tag="b1")),  # no SDP: the 183's answer holds
+            (5.1, req("ACK", 1, to_tag="b1")),
+        ]
+    )
+    assert rec.codecs == ("AMR-WB", "telephone-event")
+
+
+def test_early_update_answer_replaces_the_183s() -> None:
+    rec = _early_call(
+        [
+            (0.5, resp(183, "INVITE", 1, to_tag="b1", body=AMR_ANSWER, extra=RSEQ)),
+            (0.6, req("PRACK", 2, to_tag="b1")),
+            (0.7, resp(200, "PRACK", 2, to_tag="b1")),
+            (1.0, req("UPDATE", 3, to_tag="b1", body=OFFER)),  # a new offer ...
+            (1.1, resp(200, "UPDATE", 3, to_tag="b1", body=G722_ANSWER)),  # ... answered
+            (5.0, resp(200, "INVITE", 1, to_tag="b1")),
+            (5.1, req("ACK", 1, to_tag="b1")),
+        ]
+    )
+    assert rec.codecs == ("G722", "telephone-event")
+
+
+def test_2xx_with_sdp_is_the_answer() -> None:
+    rec = _early_call(
+        [
+            (0.5, resp(183, "INVITE", 1, to_tag="b1", body=AMR_ANSWER)),  # unreliable preview
+            (5.0, resp(200, "INVITE", 1, to_tag="b1", body=ANSWER)),
+            (5.1, req("ACK", 1, to_tag="b1")),
+        ]
+    )
+    assert rec.codecs == ("PCMU", "telephone-event")
+
+
+def test_unreliable_183_preview_kept_when_2xx_has_no_sdp() -> None:
+    rec = _early_call(
+        [
+            (0.5, resp(183, "INVITE", 1, to_tag="b1", body=AMR_ANSWER)),
+            (5.0, resp(200, "INVITE", 1, to_tag="b1")),
+            (5.1, req("ACK", 1, to_tag="b1")),
+        ]
+    )
+    assert rec.codecs == ("AMR-WB", "telephone-event")
+
+
+def test_late_offer_answered_in_prack() -> None:
+    t = tracker()
+    feed(
+        t,
+        [
+            (0.0, req("INVITE", 1)),  # no offer
+            (0.5, resp(183, "INVITE", 1, to_tag="b1", body=AMR_ANSWER, extra=RSEQ)),  # offer
+            (0.6, req("PRACK", 2, to_tag="b1", body=G722_ANSWER)),  # answer
+            (0.7, resp(200, "PRACK", 2, to_tag="b1")),
+            (5.0, resp(200, "INVITE", 1, to_tag="b1")),
+            (5.1, req("ACK", 1, to_tag="b1")),
+            (60.0, req("BYE", 9, to_tag="b1")),
+        ],
+    )
+    assert one_call(t).codecs == ("G722", "telephone-event")
+
+
+def test_forked_early_answers_follow_the_acked_fork() -> None:
+    rec = _early_call(
+        [
+            (0.4, resp(183, "INVITE", 1, to_tag="b1", body=AMR_ANSWER, extra=RSEQ)),
+            (0.5, resp(183, "INVITE", 1, to_tag="b2", body=G722_ANSWER, extra=RSEQ)),
+            (5.0, resp(200, "INVITE", 1, to_tag="b2")),  # first 2xx: fork b2 ...
+            (5.1, resp(200, "INVITE", 1, to_tag="b1")),
+            (5.2, req("ACK", 1, to_tag="b1")),  # ... but the caller ACKs b1 first
+            (5.2, req("ACK", 1, to_tag="b2")),
+        ]
+    )
+    assert rec.forked == 2
+    assert rec.codecs == ("AMR-WB", "telephone-event")
+
+
+def test_update_in_confirmed_dialog_adds_codecs() -> None:
+    rec = _early_call(
+        [
+            (5.0, resp(200, "INVITE", 1, to_tag="b1", body=ANSWER)),
+            (5.1, req("ACK", 1, to_tag="b1")),
+            (9.0, req("UPDATE", 2, to_tag="b1", body=OFFER)),
+            (9.1, resp(200, "UPDATE", 2, to_tag="b1", body=G722_ANSWER)),
+        ]
+    )
+    assert rec.codecs == ("PCMU", "telephone-event", "G722")

@@ -108,6 +108,7 @@ ORPHAN_REQUEST: Final = "orphan_request"  # in-dialog request (BYE, re-INVITE) f
 OUT_OF_STATE: Final = "out_of_state"  # event the transition table does not allow
 FOREIGN_BYE: Final = "foreign_bye"  # BYE of a fork that did not win
 TABLE_FULL: Final = "table_full"  # max_calls / max_registrations reached
+MAX_FORK_ANSWERS: Final = 16  # early dialogs per call whose SDP answer is remembered
 ANOMALIES: Final = (ORPHAN_RESPONSE, ORPHAN_REQUEST, OUT_OF_STATE, FOREIGN_BYE, TABLE_FULL)
 
 RESPONSE_CLASSES: Final = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
@@ -181,6 +182,7 @@ class _Call:
         "end_ns",
         "final_code",
         "first_18x_ns",
+        "fork_codecs",
         "held",
         "invite_cseq",
         "invite_ns",
@@ -220,6 +222,9 @@ class _Call:
         self.acked = False  # the answer's dialog was ACKed (a later fork's ACK changes nothing)
         self.cancelled = False
         self.codecs: list[str] = []
+        # the latest SDP answer of each early dialog (fork) by its callee tag: the codecs
+        # of the session that fork establishes (RFC 3261 §13.2.1, 3262, 3311)
+        self.fork_codecs: dict[str, list[str]] = {}
         self.media: list[str] = []
         self.offer_in_invite = False
         self.reinvites = 0
@@ -268,10 +273,10 @@ def _expires_of(msg: SipMessage) -> int:
     """Expiry of a REGISTER/200: first Contact ``expires`` param, else Expires, else -1."""
     for contact in msg.header_values("contact"):
         value = param(header_params(contact), "expires")
-        if value.isdigit() and len(value) <= 10:
+        if value.isascii() and value.isdigit() and len(value) <= 10:
             return int(value)
     expires = msg.header("expires")
-    if expires is not None and expires.isdigit() and len(expires) <= 10:
+    if expires is not None and expires.isascii() and expires.isdigit() and len(expires) <= 10:
         return int(expires)
     return -1
 
@@ -374,7 +379,7 @@ class CallTracker:
             self.code_counts[msg.status] = self.code_counts.get(msg.status, 0) + 1
         if method == "REGISTER":
             self._observe_register(msg, ts_ns, src, dst, transport)
-        elif method in ("INVITE", "ACK", "CANCEL", "BYE", "UPDATE"):
+        elif method in ("INVITE", "ACK", "CANCEL", "BYE", "UPDATE", "PRACK"):
             self._observe_call(msg, method, ts_ns=ts_ns, src=src, dst=dst, transport=transport)
 
     def tick(self, now_ns: int) -> None:
@@ -522,7 +527,13 @@ class CallTracker:
             elif method == "INVITE":
                 call.last_ns = ts_ns
                 self._invite_response(call, msg, ts_ns)
-            return  # responses to CANCEL/BYE/ACK/UPDATE change nothing we record
+            elif method in ("PRACK", "UPDATE") and 200 <= msg.status < 300:
+                # the request carried an offer: SDP in its 2xx is the answer (RFC 3262/3311)
+                sdp = _sdp_of(msg)
+                if sdp is not None and sdp.media and call.state != ENDED:
+                    self._add_media(call, sdp)
+                    self._answer(call, msg, sdp.codecs(), modify=call.state == CONFIRMED)
+            return  # other responses to CANCEL/BYE/ACK/UPDATE/PRACK change nothing we record
         if call is not None:
             call.last_ns = ts_ns
         if method == "INVITE":
@@ -563,6 +574,16 @@ class CallTracker:
             return
         if call.state == ENDED:
             return  # retransmitted CANCEL/BYE/ACK after the end
+        if method == "PRACK":
+            sdp = _sdp_of(msg)
+            if sdp is not None and sdp.media:
+                self._add_media(call, sdp)
+                tag = self._callee_tag(call, msg)
+                # late offer: the reliable 18x made the offer and the PRACK answers it;
+                # otherwise SDP in a PRACK is an offer its 2xx answers
+                if not call.offer_in_invite and tag not in call.fork_codecs:
+                    self._answer(call, msg, sdp.codecs())
+            return
         if method == "CANCEL":
             if (
                 not msg.to_tag
@@ -586,6 +607,8 @@ class CallTracker:
                 call.acked = True
                 if msg.to_tag in call.to_tags:
                     call.answer_tag = msg.to_tag
+                    if msg.to_tag in call.fork_codecs:
+                        call.codecs = call.fork_codecs[msg.to_tag]
             sdp = _sdp_of(msg)
             if sdp is not None and sdp.media and call.state == CONFIRMED:
                 if method == "ACK" and not call.offer_in_invite:
@@ -593,6 +616,33 @@ class CallTracker:
                 elif method == "UPDATE":
                     call.held = call.held or sdp.on_hold
                 self._add_media(call, sdp)
+
+    @staticmethod
+    def _callee_tag(call: _Call, msg: SipMessage) -> str:
+        """The callee's tag of the (early) dialog ``msg`` belongs to."""
+        return msg.to_tag if msg.from_tag == call.caller_tag else msg.from_tag
+
+    def _answer(
+        self, call: _Call, msg: SipMessage, codecs: list[str], modify: bool = False
+    ) -> None:
+        """An SDP answer in the dialog of ``msg``: its fork's session codecs.
+
+        Before the call is answered the latest answer of any fork is the call's; after,
+        only the answered fork's counts. ``modify``: an answer in the confirmed dialog
+        (UPDATE, like a re-INVITE) adds codecs rather than replacing them.
+        """
+        tag = self._callee_tag(call, msg)
+        forks = call.fork_codecs
+        if tag in forks or len(forks) < MAX_FORK_ANSWERS:
+            forks[tag] = codecs
+        if modify:
+            if tag == call.answer_tag:
+                for codec in codecs:
+                    if codec not in call.codecs:
+                        call.codecs.append(codec)
+            return
+        if not call.answer_tag or tag == call.answer_tag or call.answer_ns is None:
+            call.codecs = codecs
 
     def _invite_response(self, call: _Call, msg: SipMessage, ts_ns: int) -> None:
         status = msg.status
@@ -618,10 +668,15 @@ class CallTracker:
                 event = EV_RINGING
             else:
                 event = EV_PROVISIONAL
-            if event == EV_RINGING:
-                sdp = _sdp_of(msg)
-                if sdp is not None:
-                    self._add_media(call, sdp)  # early media
+            sdp = _sdp_of(msg) if status >= 180 else None
+            if sdp is not None:
+                self._add_media(call, sdp)  # early media
+                if sdp.media and call.offer_in_invite and call.answer_ns is None:
+                    # a reliable 18x (RSeq, RFC 3262) answers the INVITE's offer; an
+                    # unreliable one previews the answer the 2xx must repeat (§13.3.1.1)
+                    tag = msg.to_tag
+                    if msg.header("rseq") is not None or tag not in call.fork_codecs:
+                        self._answer(call, msg, sdp.codecs())
             self._fire(call, event, ts_ns)
             return
         if call.pdd_end_ns is None:
@@ -634,9 +689,14 @@ class CallTracker:
                 call.final_code = status
                 call.answer_tag = msg.to_tag
                 sdp = _sdp_of(msg)
-                if sdp is not None:
-                    call.codecs = sdp.codecs()
+                if sdp is not None and sdp.media:
                     self._add_media(call, sdp)
+                    if call.offer_in_invite or msg.to_tag not in call.fork_codecs:
+                        # the answer (or, late offer, the offer the ACK answers)
+                        self._answer(call, msg, sdp.codecs())
+                elif msg.to_tag in call.fork_codecs:
+                    # no SDP: the session is the one an early answer already established
+                    call.codecs = call.fork_codecs[msg.to_tag]
             return
         call.final_code = status
         if status in (401, 407) and not call.cancelled:

@@ -238,7 +238,7 @@ class _MediaBuilder:
 
 def _int(text: str, default: int = -1) -> int:
     text = text.strip()
-    if text.isdigit() and len(text) <= 9:
+    if text.isascii() and text.isdigit() and len(text) <= 9:
         return int(text)
     return default
 
@@ -274,7 +274,11 @@ def parse_sdp(body: bytes) -> SdpInfo:
                 cur = None
                 continue
             proto = parts[2] if parts[2] in _PROTOS else "other"
-            pts = tuple(int(p) for p in parts[3 : 3 + MAX_FORMATS] if p.isdigit() and int(p) < 128)
+            pts = tuple(
+                int(p)
+                for p in parts[3 : 3 + MAX_FORMATS]
+                if p.isascii() and p.isdigit() and int(p) < 128
+            )
             cur = _MediaBuilder(mtype, port, proto, pts)
             media.append(cur)
         elif kind == "c":

@@ -251,7 +251,7 @@ def _parse_start(line: str) -> tuple[str, int, str]:
         if len(parts) < 2 or parts[0].upper() != "SIP/2.0":
             raise SipParseError(BAD_START_LINE)
         code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not ("1" <= code[0] <= "6"):
+        if len(code) != 3 or not (code.isascii() and code.isdigit()) or not ("1" <= code[0] <= "6"):
             raise SipParseError(BAD_STATUS_CODE)
         return "", int(code), ""
     parts = line.split(" ")
@@ -314,7 +314,7 @@ def parse_head(raw: bytes) -> SipMessage:
         raise SipParseError(MISSING_HEADER)
     num, _, cseq_method = cseqs[0].partition(" ")
     cseq_method = cseq_method.strip()
-    if not num.isdigit() or len(num) > 10 or not cseq_method:
+    if not (num.isascii() and num.isdigit()) or len(num) > 10 or not cseq_method:
         raise SipParseError(BAD_CSEQ)
     cseq = int(num)
     if cseq >= 1 << 31:
@@ -328,7 +328,11 @@ def parse_head(raw: bytes) -> SipMessage:
     lengths = headers.get("content-length")
     if lengths:
         first = lengths[0]
-        if not first.isdigit() or len(first) > 9 or any(v != first for v in lengths):
+        if (
+            not (first.isascii() and first.isdigit())
+            or len(first) > 9
+            or any(v != first for v in lengths)
+        ):
             raise SipParseError(BAD_CONTENT_LENGTH)
         content_length = int(first)
 

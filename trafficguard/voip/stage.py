@@ -7,6 +7,10 @@ the flow is for VoIP and keeps a small per-flow *handler* keyed by the flow key:
   datagrams (UDP, SCTP DATA chunks) are parsed whole, TCP goes through one
   ``SipStreamFramer`` per direction (segments split or joined anywhere, retransmitted
   bytes skipped by sequence number). Messages feed the ``CallTracker``.
+* SIP over WebSocket (RFC 7118, ``websocket.py``) — a TCP flow on a SIP port or on
+  ``WS_PORTS`` whose first payload is an HTTP upgrade: frames instead of Content-Length,
+  transport ``ws``. A ``WS_PORTS`` flow that does not upgrade loses its handler at its
+  first payload, so only upgraded flows cost anything after the handshake.
 * SIP over TLS (5061) — only counted; the flow table records it as a flow.
 * RTP/RTCP — UDP flows whose endpoint an SDP announced (``CallTracker.media_owner``,
   updated by re-INVITEs), flows the classifier labelled ``rtp``/``rtcp``, and, with
@@ -63,6 +67,14 @@ from trafficguard.voip.sip import (
     SipStreamFramer,
     parse_sip_datagram,
 )
+from trafficguard.voip.websocket import FAILED as WS_FAILED
+from trafficguard.voip.websocket import HANDSHAKE as WS_HANDSHAKE
+from trafficguard.voip.websocket import (
+    WS_BAD_HANDSHAKE,
+    WS_PORTS,
+    WsSipFramer,
+    looks_like_http_request,
+)
 
 NS_PER_MS: Final = 1_000_000
 _RTP_MIN_PORT: Final = 1024
@@ -80,6 +92,7 @@ TCP_RETRANSMISSION: Final = "tcp_retransmission"
 TCP_GAP: Final = "tcp_gap"
 SCTP_FRAGMENT: Final = "sctp_fragment"
 SCTP_RETRANSMISSION: Final = "sctp_retransmission"
+WS_UPGRADE: Final = "ws_upgrade"  # a watched TCP flow upgraded to SIP over WebSocket
 
 Endpoint = tuple[str, int]
 
@@ -148,13 +161,29 @@ class _SipDatagrams(_Handler):
 
 
 class _SipStream(_Handler):
-    """SIP over TCP: one framer per direction, bytes de-duplicated by sequence number."""
+    """SIP over TCP: one framer per direction, bytes de-duplicated by sequence number.
 
-    __slots__ = ("framers", "next_seq")
+    A flow whose first payload is an HTTP ``GET`` switches to SIP over WebSocket (RFC
+    7118, ``websocket.py``): the upgrade is checked, then frames carry the messages
+    (transport ``ws``). ``probe`` flows (``WS_PORTS``, not SIP ports) are kept only if
+    they upgrade: anything else drops the handler, so the fast path stops sending them.
+    """
 
-    def __init__(self, stage: VoipStage, ends: tuple[tuple[Endpoint, Endpoint], ...]) -> None:
+    __slots__ = ("flow", "framers", "fresh", "next_seq", "probe", "transport")
+
+    def __init__(
+        self,
+        stage: VoipStage,
+        ends: tuple[tuple[Endpoint, Endpoint], ...],
+        flow: Flow,
+        probe: bool = False,
+    ) -> None:
         super().__init__(stage, ends)
-        self.framers = [SipStreamFramer(), SipStreamFramer()]
+        self.flow = flow
+        self.probe = probe
+        self.fresh = True  # no payload seen yet: it may be an HTTP upgrade
+        self.transport = "tcp"
+        self.framers: list[SipStreamFramer | WsSipFramer] = [SipStreamFramer(), SipStreamFramer()]
         self.next_seq = [-1, -1]
 
     def packet(self, pkt: Packet, direction: str) -> None:
@@ -165,6 +194,14 @@ class _SipStream(_Handler):
         off = pkt.payload_off
         data = bytes(pkt.data[off : off + n])
         stage = self.stage
+        if self.fresh:
+            self.fresh = False
+            if looks_like_http_request(data):
+                self.transport = "ws"
+                self.framers = [WsSipFramer(i == 0), WsSipFramer(i == 1)]
+            elif self.probe:
+                stage.drop_handler(self.flow)
+                return
         seq = tcp_seq(pkt)
         expected = self.next_seq[i]
         if seq >= 0:
@@ -180,18 +217,42 @@ class _SipStream(_Handler):
                 elif ahead:  # a segment is missing: restart framing at this one
                     stage.count_transport(TCP_GAP)
                     self._merge_errors(i)
-                    self.framers[i] = SipStreamFramer()
+                    framer = self.framers[i]
+                    if isinstance(framer, WsSipFramer):
+                        framer.restart()
+                    else:
+                        self.framers[i] = SipStreamFramer()
             self.next_seq[i] = (seq + len(data)) & _SEQ_MASK
         framer = self.framers[i]
         msgs = framer.feed(data)
         if framer.errors:
             self._merge_errors(i)
+        if isinstance(framer, WsSipFramer) and framer.state != WS_HANDSHAKE:
+            if framer.state == WS_FAILED:
+                self._ws_failed()
+                return
+            if not framer.request and self.probe:
+                self.probe = False  # upgraded: a SIP-over-WebSocket flow from now on
+                stage.count_transport(WS_UPGRADE)
         if msgs:
             src, dst = self.ends[i]
             ts = pkt.ts_ns
             observe = stage.tracker.observe
+            transport = self.transport
             for msg in msgs:
-                observe(msg, ts, src, dst, "tcp")
+                observe(msg, ts, src, dst, transport)
+
+    def _ws_failed(self) -> None:
+        """The HTTP exchange was no WebSocket upgrade: not SIP (unless on a SIP port)."""
+        if self.probe:
+            self.stage.drop_handler(self.flow)
+            return
+        if self.transport == "ws":  # on a SIP port: counted once, nothing more is read
+            self.transport = "http"
+            self.stage.count_parse_error(WS_BAD_HANDSHAKE)
+            for framer in self.framers:
+                if isinstance(framer, WsSipFramer):
+                    framer.state = WS_FAILED
 
     def _merge_errors(self, i: int) -> None:
         framer = self.framers[i]
@@ -423,6 +484,7 @@ class VoipStage:
         )
         self._sip_ports = frozenset(cfg.sip_ports)
         self._tls_ports = frozenset(cfg.sip_tls_ports)
+        self._ws_ports = WS_PORTS - self._tls_ports
         self._heuristic = cfg.rtp_heuristic
         self._handlers: dict[Flow, _Handler] = {}  # by identity: one lookup per packet
         self._untied: dict[Flow, _Media] = {}  # confirmed media flows no SDP named yet
@@ -513,12 +575,16 @@ class VoipStage:
             if proto == PROTO_UDP:
                 self._handlers[flow] = _SipDatagrams(self, ends)
             elif proto == PROTO_TCP:
-                self._handlers[flow] = _SipStream(self, ends)
+                self._handlers[flow] = _SipStream(self, ends, flow)
             else:
                 self._handlers[flow] = _SipSctp(self, ends)
             return
         if sport in self._tls_ports or dport in self._tls_ports or label == "sip-tls":
             self.metrics.sip_tls_flows += 1
+            return
+        if proto == PROTO_TCP and (sport in self._ws_ports or dport in self._ws_ports):
+            # maybe SIP over WebSocket: watched until its first payload (an upgrade or not)
+            self._handlers[flow] = _SipStream(self, self._ends(flow), flow, probe=True)
             return
         if proto != PROTO_UDP:
             return
