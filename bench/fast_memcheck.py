@@ -2,9 +2,10 @@
 """Drive every entry point of the C core on real captures, for valgrind/ASan runs.
 
 Loads ``_core`` straight from its shared object (not through the package, so the run
-under valgrind stays short) and exercises feed_pcap, feed_frames, update_packets,
-callbacks, flow_info, tick, flush_some/flush_all, take_records, the counters, per-flow
-interest, the RTP accounting (rtp_track/rtp_streams/rtp_untrack, rtp_replay).
+under valgrind stays short) and exercises feed_pcap, feed_frames, feed_block/scan_block
+(TPACKET_V3 ring blocks), update_packets, callbacks, flow_info, tick, flush_some/flush_all,
+take_records, the counters, per-flow interest, the RTP accounting (rtp_track/rtp_streams/
+rtp_untrack, rtp_replay).
 
     PYTHONMALLOC=malloc valgrind --leak-check=full python bench/fast_memcheck.py
 """
@@ -31,6 +32,24 @@ def load_core():  # type: ignore[no-untyped-def]
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)
     return mod
+
+
+def ring_block(frames: list[tuple[int, int, bytes, int]], shift: int) -> bytes:
+    """Frames as one TPACKET_V3 block (as tests/unit/test_live_ring.py builds them)."""
+    body = bytearray()
+    for i, (ts, _lt, data, wire) in enumerate(frames):
+        mac = 66
+        size = (mac + len(data) + 15) & ~15
+        nxt = size if i + 1 < len(frames) else 0
+        status = 0x11 if i % 3 == 0 else 1  # TP_STATUS_USER | TP_STATUS_VLAN_VALID
+        sec, nsec = divmod(ts + shift, 10**9)
+        hdr = struct.pack("=IIIIIIHH", nxt, sec, nsec, len(data), wire, status, mac, mac)
+        hdr += struct.pack("=IIH", 0, 100 + i, 0)
+        pkt = bytearray(size)
+        pkt[: len(hdr)] = hdr
+        pkt[mac : mac + len(data)] = data
+        body += pkt
+    return struct.pack("=IIIII", 3, 0, 1, len(frames), 48).ljust(48, b"\0") + bytes(body)
 
 
 def main() -> int:
@@ -79,6 +98,18 @@ def main() -> int:
     i = 0
     while i < len(frames):
         i = core.feed_frames(frames, i) + 1
+    # the same frames once more as TPACKET_V3 ring blocks (scan_block + feed_block), every
+    # third with a stripped VLAN tag to put back, and a block cut short (ValueError)
+    for start in range(0, len(frames), 40):
+        block = ring_block(frames[start : start + 40], shift=20 * s)
+        first, count, _first_ts, _last_ts, _wire = core_mod.scan_block(block, 0, 1)
+        while count:
+            first, count, _last, slow = core.feed_block(block, first, count, 1)
+        core.feed_block(memoryview(block), 48, 1, 113)  # not Ethernet: a slow Frame
+        with contextlib.suppress(ValueError):
+            core_mod.scan_block(block[: len(block) // 2], 0, 1)
+        with contextlib.suppress(ValueError):
+            core.feed_block(block[: len(block) // 2], 48, 40, 1)
     pkt = SimpleNamespace(ts_ns=frames[-1][0], wire_len=80, vlan=0, ip_version=4, proto=17,
                           sport=5060, dport=5060, tcp_flags=0, payload_off=42, payload_len=20,
                           ip_len=60, encap=1, frames=2, src=b"\x01\x02\x03\x04",

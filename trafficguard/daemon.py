@@ -209,7 +209,7 @@ class Worker:
             record_transform=ctx.record_transform,
         )
         self.loss = SensorLossWatch(pipeline)
-        capture.use_fast_path(pipeline.fast is not None)  # ring blocks walked in C, in place
+        capture.use_fast_path(pipeline.fast)  # ring blocks walked in C, in place
         self.out.put(("ready", self.index, capture.backend))
         try:
             self._loop(capture, pipeline)

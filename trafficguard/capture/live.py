@@ -3,7 +3,9 @@
 Why a ring: the kernel writes packets into memory shared with us and hands over whole
 *blocks* (up to ``block_size`` bytes, or whatever arrived within ``block_timeout_ms``);
 one Python iteration per block gives the pipeline its batch, with no system call per
-packet. A block is returned to the kernel as soon as its frames are copied out.
+packet. A block is returned to the kernel as soon as its frames are copied out — or,
+with the compiled fast path (``use_fast_path``), lent in place as a :class:`RingBlock`
+that the C core walks and decodes with no Frame per packet, and returned once processed.
 
 Why fanout: N worker processes each open a socket on the same interface and join one
 ``PACKET_FANOUT`` group with ``HASH | FLAG_DEFRAG``; the kernel hashes both directions
@@ -29,7 +31,7 @@ import mmap
 import select
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Final, Protocol
@@ -143,6 +145,47 @@ def parse_block(ring: bytes | mmap.mmap, base: int, linktype: int) -> list[Frame
     return frames
 
 
+@dataclass(slots=True)
+class RingBlock:
+    """A retired ring block lent in place to the compiled fast path (no Frame per packet).
+
+    ``first_off`` is the offset of its first ``tpacket3_hdr`` in ``ring``; ``packets``,
+    ``first_ts``/``last_ts`` and ``wire_bytes`` (VLAN tags restored) are from the C scan
+    (:class:`BlockScanner`), which checked every header. The block goes back to the kernel
+    when the consumer asks for the next batch (see ``RingSocket.ready_batches``).
+    """
+
+    ring: mmap.mmap | bytes
+    first_off: int
+    packets: int
+    linktype: int
+    first_ts: int
+    last_ts: int
+    wire_bytes: int
+
+    def __len__(self) -> int:
+        return self.packets
+
+
+Batch = list[Frame] | RingBlock
+"""What a capture socket yields: copied Frames, or a block the fast path reads in place."""
+
+
+def batch_span(batch: Batch) -> tuple[int, int]:
+    """(ts_ns of the first packet, ts_ns of the last) of a non-empty batch."""
+    if isinstance(batch, RingBlock):
+        return batch.first_ts, batch.last_ts
+    return batch[0][0], batch[-1][0]
+
+
+class BlockScanner(Protocol):
+    """What lends ring blocks in place: the fast path (``fast.path.ring_block``), which
+    checks every header of the block in C and sums it up into a :class:`RingBlock`
+    (``ValueError`` where :func:`parse_block` raises ``struct.error``)."""
+
+    def ring_block(self, ring: mmap.mmap | bytes, base: int, linktype: int) -> RingBlock: ...
+
+
 def linktype_of(interface: str, sys_class_net: Path = Path("/sys/class/net")) -> int:
     """The LINKTYPE of frames read from ``interface`` with a SOCK_RAW packet socket."""
     try:
@@ -183,7 +226,7 @@ class PacketSocket(Protocol):
 
     def fileno(self) -> int: ...
 
-    def ready_batches(self, max_frames: int) -> list[list[Frame]]: ...
+    def ready_batches(self, max_frames: int) -> Iterable[Batch]: ...
 
     def read_stats(self) -> None: ...
 
@@ -262,6 +305,8 @@ class RingSocket(_SocketBase):
         self._block_size = cfg.block_size
         self._block_count = cfg.block_count
         self._current = 0
+        self.in_place: BlockScanner | None = None  # lend blocks to the fast path, no copies
+        self._lent = False  # the block at _current is lent (RingBlock) and not yet given back
         sock, ifindex = _open_socket(interface, cfg, program)
         self._sock = sock
         try:
@@ -293,8 +338,10 @@ class RingSocket(_SocketBase):
             self.close()
             raise
 
-    def ready_batches(self, max_frames: int) -> list[list[Frame]]:
+    def ready_batches(self, max_frames: int) -> Iterable[Batch]:
         """Every block the kernel has retired, in ring order (at most one ring's worth)."""
+        if self.in_place is not None:
+            return self._lend_blocks(self.in_place)
         ring = self._ring
         out: list[list[Frame]] = []
         for _ in range(self._block_count):
@@ -308,6 +355,35 @@ class RingSocket(_SocketBase):
             if frames:
                 out.append(frames)
         return out
+
+    def _lend_blocks(self, scanner: BlockScanner) -> Iterator[RingBlock]:
+        """Retired blocks in ring order, each lent until the consumer asks for the next
+        one (or stops iterating, or calls ``ready_batches`` again), then given back."""
+        ring = self._ring
+        self._give_back()
+        try:
+            for _ in range(self._block_count):
+                base = self._current * self._block_size
+                (status,) = _STATUS.unpack_from(ring, base + BLOCK_STATUS_OFF)
+                if not status & TP_STATUS_USER:
+                    return
+                self._lent = True
+                block = scanner.ring_block(ring, base, self.linktype)
+                if block.packets:
+                    yield block
+                self._give_back()
+        finally:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        """Return the lent block (if any) to the kernel and move to the next one."""
+        if not self._lent:
+            return
+        self._lent = False
+        if not self._ring.closed:
+            base = self._current * self._block_size
+            _STATUS.pack_into(self._ring, base + BLOCK_STATUS_OFF, TP_STATUS_KERNEL)
+        self._current = (self._current + 1) % self._block_count
 
     def close(self) -> None:
         ring = getattr(self, "_ring", None)
@@ -400,7 +476,14 @@ class LiveCapture:
             self._poller.register(s.fileno(), select.POLLIN | select.POLLERR)
         self.stop_requested = False
 
-    def batches(self, max_frames: int = 512) -> Iterator[list[Frame]]:
+    def use_fast_path(self, scanner: BlockScanner | None) -> None:
+        """With the pipeline's fast path, ring blocks are lent in place (:class:`RingBlock`)
+        instead of copied out as Frames; the recv backend always copies Frames."""
+        for s in self.sockets:
+            if isinstance(s, RingSocket):
+                s.in_place = scanner
+
+    def batches(self, max_frames: int = 512) -> Iterator[Batch]:
         while not self.stop_requested:
             got = False
             for s in self.sockets:

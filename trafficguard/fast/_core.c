@@ -1293,6 +1293,157 @@ static PyObject *Core_feed_frames(Core *c, PyObject *args) {
     return PyLong_FromSsize_t(i);
 }
 
+/* ---------------------------------------------------------------------------------- */
+/* TPACKET_V3 ring blocks (capture/live.py parse_block): packets straight from the      */
+/* mapped block into decode and flows, with no Frame tuple unless Python must decode it. */
+
+typedef struct {
+    int64_t ts, wire_len;
+    Py_ssize_t start, len, next; /* frame bytes [start, start + len) of buf; next header */
+    int vlan;                    /* a stripped 802.1Q tag to put back: tci, tpid */
+    uint16_t tci, tpid;
+} tp3_t;
+
+static inline uint32_t ne32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t ne16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/* the tpacket3_hdr at off, read exactly as parse_block's struct reads (-1: out of range) */
+static int tp3_read(const uint8_t *b, Py_ssize_t n, Py_ssize_t off, int linktype, tp3_t *t) {
+    if (off < 0 || off > n - 32) return -1;
+    const uint8_t *h = b + off;
+    uint32_t snap = ne32(h + 12), status = ne32(h + 20);
+    t->next = off + (Py_ssize_t)ne32(h);
+    t->ts = (int64_t)ne32(h + 4) * 1000000000 + (int64_t)ne32(h + 8);
+    t->wire_len = ne32(h + 16);
+    Py_ssize_t s = off + ne16(h + 24), e = s + (Py_ssize_t)snap;
+    if (s > n) s = n;
+    if (e > n) e = n;
+    t->start = s;
+    t->len = e - s;
+    t->vlan = 0;
+    if ((status & 0x10) && linktype == 1) { /* TP_STATUS_VLAN_VALID on Ethernet */
+        if (off > n - 38) return -1;
+        uint16_t tpid = (status & 0x40) ? ne16(h + 36) : 0x8100; /* VLAN_TPID_VALID */
+        t->vlan = 1;
+        t->tci = (uint16_t)(ne32(h + 32) & 0xFFFF);
+        t->tpid = tpid ? tpid : 0x8100;
+        t->wire_len += 4;
+    }
+    return 0;
+}
+
+static int tp3_error(Py_ssize_t off) {
+    PyErr_Format(PyExc_ValueError, "TPACKET_V3 header at offset %zd runs past the buffer", off);
+    return -1;
+}
+
+PyDoc_STRVAR(scan_block_doc,
+"scan_block(buf, base, linktype) -> (first_off, packets, first_ts, last_ts, wire_bytes)\n\n"
+"Check the TPACKET_V3 block at base of buf (every header inside buf, as parse_block reads\n"
+"them; ValueError otherwise) and sum it up, without decoding anything.");
+
+static PyObject *scan_block(PyObject *Py_UNUSED(mod), PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t base;
+    int linktype;
+    if (!PyArg_ParseTuple(args, "y*ni", &buf, &base, &linktype)) return NULL;
+    const uint8_t *b = buf.buf;
+    Py_ssize_t n = buf.len;
+    if (base < 0 || base > n - 20) {
+        tp3_error(base);
+        goto fail;
+    }
+    uint32_t count = ne32(b + base + 12);
+    Py_ssize_t first = base + (Py_ssize_t)ne32(b + base + 16), off = first;
+    long long first_ts = 0, last_ts = 0, wire = 0;
+    tp3_t t;
+    for (uint32_t i = 0; i < count; i++) {
+        if (tp3_read(b, n, off, linktype, &t) < 0) {
+            tp3_error(off);
+            goto fail;
+        }
+        if (i == 0) first_ts = t.ts;
+        last_ts = t.ts;
+        wire += t.wire_len;
+        off = t.next;
+    }
+    PyBuffer_Release(&buf);
+    return Py_BuildValue("(nkLLL)", first, (unsigned long)count, first_ts, last_ts, wire);
+fail:
+    PyBuffer_Release(&buf);
+    return NULL;
+}
+
+PyDoc_STRVAR(feed_block_doc,
+"feed_block(buf, off, packets, linktype) -> (off, packets_left, last_ts, slow_frame)\n\n"
+"Run the next packets of a TPACKET_V3 block (from its header at off; see scan_block)\n"
+"through decode and flows, VLAN tags restored, until none is left or one needs the\n"
+"Python decoder (returned as a Frame, already consumed), else slow_frame is None.");
+
+static PyObject *Core_feed_block(Core *c, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t off, left;
+    int linktype;
+    if (!PyArg_ParseTuple(args, "y*nni", &buf, &off, &left, &linktype)) return NULL;
+    const uint8_t *b = buf.buf;
+    Py_ssize_t n = buf.len;
+    long long last_ts = 0;
+    PyObject *slow = NULL;
+    uint8_t *scratch = NULL; /* a frame with its VLAN tag put back */
+    Py_ssize_t scratch_cap = 0;
+    pkt_t p;
+    p.linktype = linktype;
+    tp3_t t;
+    while (left > 0) {
+        if (tp3_read(b, n, off, linktype, &t) < 0) {
+            tp3_error(off);
+            goto fail;
+        }
+        off = t.next;
+        left--;
+        last_ts = t.ts;
+        const uint8_t *d = b + t.start;
+        Py_ssize_t len = t.len;
+        if (t.vlan) {
+            if (len + 4 > scratch_cap) {
+                uint8_t *grown = PyMem_RawRealloc(scratch, (size_t)len + 4);
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+                scratch = grown;
+                scratch_cap = len + 4;
+            }
+            Py_ssize_t cut = len < 12 ? len : 12;
+            memcpy(scratch, d, (size_t)cut);
+            scratch[cut] = (uint8_t)(t.tpid >> 8);
+            scratch[cut + 1] = (uint8_t)t.tpid;
+            scratch[cut + 2] = (uint8_t)(t.tci >> 8);
+            scratch[cut + 3] = (uint8_t)t.tci;
+            memcpy(scratch + cut + 4, d + cut, (size_t)(len - cut));
+            d = scratch;
+            len += 4;
+        }
+        p.ts = t.ts;
+        p.wire_len = t.wire_len;
+        if (decode(c, &p, d, len)) {
+            slow = frame_tuple(t.ts, linktype, d, len, t.wire_len);
+            if (slow == NULL) goto fail;
+            break;
+        }
+        c->fast_frames++;
+        if (update(c, &p) < 0) goto fail;
+    }
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&buf);
+    if (slow == NULL) { slow = Py_None; Py_INCREF(slow); }
+    return Py_BuildValue("(nnLN)", off, left, last_ts, slow);
+fail:
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&buf);
+    return NULL;
+}
+
 static int get_ll(PyObject *o, const char *name, long long *out) {
     PyObject *v = PyObject_GetAttrString(o, name);
     if (v == NULL) return -1;
@@ -1565,6 +1716,7 @@ static PyObject *Core_memory(Core *c, PyObject *Py_UNUSED(ignored)) {
 static PyMethodDef Core_methods[] = {
     {"feed_pcap", (PyCFunction)Core_feed_pcap, METH_VARARGS, feed_pcap_doc},
     {"feed_frames", (PyCFunction)Core_feed_frames, METH_VARARGS, feed_frames_doc},
+    {"feed_block", (PyCFunction)Core_feed_block, METH_VARARGS, feed_block_doc},
     {"update_packets", (PyCFunction)Core_update_packets, METH_O, update_packets_doc},
     {"tick", (PyCFunction)Core_tick, METH_O, "tick(now_ns): end idle flows, bounded scan"},
     {"flush_all", (PyCFunction)Core_flush_all, METH_NOARGS, "End every open flow (flush)."},
@@ -1692,6 +1844,7 @@ static PyTypeObject CoreType = {
 };
 
 static PyMethodDef module_methods[] = {
+    {"scan_block", scan_block, METH_VARARGS, scan_block_doc},
     {"rtp_replay", rtp_replay, METH_VARARGS,
      "rtp_replay(rates, max_streams, [(ts_ns, rev, rtp_bytes)]) -> (states, is_rtp flags):\n"
      "the RTP accounting of one flow on its own (differential tests)."},

@@ -1,8 +1,11 @@
 """Type stub of the compiled fast path (``_core.c``)."""
 
+import mmap
 from collections.abc import Callable, Iterable, Sequence
 
 from trafficguard.decode.packet import Packet
+
+Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 LABELS: tuple[str, ...]
 FLOW_SLOT_BYTES: int
@@ -33,6 +36,9 @@ class Core:
         max_frames: int,
     ) -> tuple[int, int, int, int, int, Frame | None]: ...  # fmt: skip
     def feed_frames(self, frames: list[Frame], start: int) -> int: ...
+    def feed_block(
+        self, buf: Buffer, off: int, packets: int, linktype: int
+    ) -> tuple[int, int, int, Frame | None]: ...
     def update_packets(self, packets: Sequence[Packet]) -> None: ...
     def tick(self, now_ns: int) -> None: ...
     def flush_all(self) -> None: ...
@@ -58,3 +64,5 @@ RtpStates = tuple[tuple[RtpState, ...], tuple[RtpState, ...], tuple[int, int]]
 def rtp_replay(
     rates: bytes, max_streams: int, events: Sequence[tuple[int, bool, bytes]]
 ) -> tuple[RtpStates, bytes]: ...
+
+def scan_block(buf: Buffer, base: int, linktype: int) -> tuple[int, int, int, int, int]: ...

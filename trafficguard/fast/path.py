@@ -19,18 +19,20 @@ it reads the streams with ``rtp_streams`` when the flow ends.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator
 from typing import Final
 
 from trafficguard.capture.frames import Frame
+from trafficguard.capture.live import RingBlock
 from trafficguard.capture.pcap import FILE_HEADER_LEN, LINKTYPE_MASK, PCAP_MAGICS
 from trafficguard.capture.pcapfile import ChunkReader
 from trafficguard.config import NS_PER_S, Config
 from trafficguard.decode.decoder import Decoder
 from trafficguard.decode.packet import Packet
 from trafficguard.errors import CaptureError
-from trafficguard.fast._core import Core
+from trafficguard.fast._core import Core, scan_block
 from trafficguard.fast.records import to_records
 from trafficguard.fast.stats import FastStats
 from trafficguard.fast.view import FastFlow
@@ -56,8 +58,18 @@ _LINKTYPE: Final = {bo: struct.Struct(bo + "I") for bo in "<>"}
 BatchInfo = tuple[int, int, int]  # (frames, wire bytes, ts_ns of the last frame)
 
 
+def ring_block(ring: mmap.mmap | bytes, base: int, linktype: int) -> RingBlock:
+    """The TPACKET_V3 block at ``base`` of ``ring``, every header checked in C, as a
+    ``RingBlock`` for ``FastPath.process_block`` (``ValueError`` where ``parse_block``
+    raises ``struct.error``)."""
+    first_off, packets, first_ts, last_ts, wire = scan_block(ring, base, linktype)
+    return RingBlock(ring, first_off, packets, linktype, first_ts, last_ts, wire)
+
+
 class FastPath:
     """The compiled common path with the Python decoder for everything else."""
+
+    ring_block = staticmethod(ring_block)  # a capture.live.BlockScanner
 
     def __init__(self, cfg: Config, decoder: Decoder) -> None:
         fc = cfg.flow
@@ -237,6 +249,22 @@ class FastPath:
             i = feed(frames, i + 1)
         if frames:
             self._batch_end(frames[-1][0])
+
+    def process_block(self, block: RingBlock) -> None:
+        """A TPACKET_V3 ring block in place (``capture.live.RingBlock``): the C core walks
+        its headers, restores VLAN tags and decodes; only frames it cannot decode become
+        Frames, for ``Decoder``. Same flows and records as ``parse_block`` +
+        ``process_frames``."""
+        if not block.packets:
+            return
+        feed = self._core.feed_block
+        ring, linktype = block.ring, block.linktype
+        off, left = block.first_off, block.packets
+        while left:
+            off, left, _last, slow = feed(ring, off, left, linktype)
+            if slow is not None:
+                self._decode_one(slow)
+        self._batch_end(block.last_ts)
 
     def _decode_one(self, frame: Frame) -> None:
         """The reference decoder on one frame; its packet (if any) updates the C table.
