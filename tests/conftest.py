@@ -62,3 +62,11 @@ def _fresh_logging_config() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture
+def fast_core() -> None:
+    """Tests of the compiled core: its absence is a failure, not a skip (setup builds it)."""
+    from trafficguard.fast import available  # noqa: PLC0415
+
+    assert available(), "trafficguard.fast._core is not built: run scripts/setup.sh"

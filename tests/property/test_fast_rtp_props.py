@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from trafficguard.fast import available
 from trafficguard.voip.rtp import RtpStreams, clock_rate_table, stats_state
 
-pytestmark = pytest.mark.skipif(not available(), reason="C core not built")
+pytestmark = pytest.mark.usefixtures("fast_core")  # fails, not skips, without the core
 
 if available():
     from trafficguard.fast._core import rtp_replay

@@ -18,7 +18,6 @@ from trafficguard.capture.live import KernelCounters
 from trafficguard.config import NS_PER_S, Config
 from trafficguard.daemon import SensorLossWatch, Worker
 from trafficguard.detect.alerts import AlertRecord
-from trafficguard.fast import available
 from trafficguard.flow.records import FlowRecord
 from trafficguard.pipeline import (
     LOSS_SPAN_FIELDS,
@@ -183,7 +182,7 @@ def _plain_flows(pcap: Path) -> list[Any]:
     return list(memory.records)
 
 
-@pytest.mark.skipif(not available(), reason="fast path not built")
+@pytest.mark.usefixtures("fast_core")
 @pytest.mark.parametrize("name", ["mix.pcap", "sip-call-rtp.pcap"])
 def test_fast_and_python_paths_flag_the_same_records(name: str, tmp_path: Path) -> None:
     pcap = REPO / "pcaps" / name
