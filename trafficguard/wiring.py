@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trafficguard.analyzers.dns_records import DnsSummaryRecord
 from trafficguard.config import Config, MetricsConfig
-from trafficguard.detect.alerts import AlertRecord
 from trafficguard.errors import ConfigError
 from trafficguard.escalation.audit import AuditLog
 from trafficguard.escalation.evidence import EvidenceError, load_x25519_public
@@ -37,27 +35,14 @@ from trafficguard.sinks.metrics import (
     build_registry,
     start_metrics_server,
 )
-from trafficguard.sinks.sqlite import SqliteSink, register_kind
+from trafficguard.sinks.sqlite import SqliteSink
 
 if TYPE_CHECKING:
     from trafficguard.escalation.gate import GateStage
 
-# Record kinds are registered here, whether or not their stage is enabled, so every store
-# has every table (a query of alerts on a store written with detectors off finds none).
+# Every record kind is registered in sinks/sqlite.py, whether or not its stage is enabled.
 # Stage classes are imported only when enabled: the detectors pull in numpy and
 # datasketches, which would otherwise cost start-up time on every command.
-register_kind(
-    AlertRecord,
-    primary_key=("alert_id", "seq"),
-    time_columns=("first_seen_ns", "last_seen_ns"),
-    index_columns=("detector", "severity"),
-)
-register_kind(
-    DnsSummaryRecord,
-    primary_key=("summary_id",),
-    time_columns=("interval_start_ns", "interval_end_ns"),
-    index_columns=("client_addr",),
-)
 
 @dataclass(slots=True)
 class SensorContext:
@@ -143,7 +128,7 @@ def build_stages(ctx: SensorContext) -> list[Stage]:
     """The enabled stages, in data-flow order."""
     stages: list[Stage] = []
     if ctx.cfg.voip.enabled:
-        from trafficguard.voip.stage import VoipStage  # noqa: PLC0415 (see register_kind note)
+        from trafficguard.voip.stage import VoipStage  # noqa: PLC0415 (see the note on imports)
 
         stages.append(VoipStage(ctx.cfg.voip, ctx.pseudonymizer))
     # metadata analyzers: after VoIP, before the detectors that read their records

@@ -1,7 +1,7 @@
 """SQLite record store: the embedded default sink, one table per record kind.
 
 Tables are derived from the record Structs (``msgspec.structs.fields``), so a new record
-kind (calls, RTP streams, alerts) plugs in with :func:`register_kind`; ``FlowRecord`` is
+kind (calls, RTP streams, alerts) plugs in with :func:`register_kind`; every kind is
 registered here. Writes are buffered and land in one transaction per flush with
 ``INSERT OR REPLACE`` on the kind's primary key, so replaying the same capture twice into
 one store leaves identical content. Every ``sqlite3`` failure becomes a ``StoreError`` that
@@ -26,7 +26,9 @@ from typing import Any, Final, Literal, overload
 import msgspec
 
 from trafficguard import __version__
+from trafficguard.analyzers.dns_records import DnsSummaryRecord
 from trafficguard.config import SqliteConfig
+from trafficguard.detect.alerts import AlertRecord
 from trafficguard.errors import StoreError
 from trafficguard.flow.records import FlowRecord
 from trafficguard.voip.kpi import VoipIntervalRecord
@@ -230,6 +232,20 @@ register_kind(
     VoipIntervalRecord,
     primary_key=("interval_start_ns",),
     time_columns=("interval_start_ns", "interval_end_ns"),
+)
+# Detector alerts (issue 5) and DNS features (issue 9): registered here with the others so
+# every store has every table, whichever stages wrote it.
+register_kind(
+    AlertRecord,
+    primary_key=("alert_id", "seq"),
+    time_columns=("first_seen_ns", "last_seen_ns"),
+    index_columns=("detector", "severity"),
+)
+register_kind(
+    DnsSummaryRecord,
+    primary_key=("summary_id",),
+    time_columns=("interval_start_ns", "interval_end_ns"),
+    index_columns=("client_addr",),
 )
 
 
