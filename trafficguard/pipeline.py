@@ -31,7 +31,6 @@ from trafficguard.config import NS_PER_S, Config
 from trafficguard.decode.decoder import Decoder
 from trafficguard.errors import CaptureError, StoreError
 from trafficguard.fast import make_fast_path
-from trafficguard.fast.stream import claim_pcap_stream
 from trafficguard.flow.hooks import Stage
 from trafficguard.flow.records import FlowRecord
 from trafficguard.flow.table import FlowTable
@@ -166,7 +165,7 @@ class Pipeline:
         With the fast path a classic pcap goes to the C core as raw file chunks (no Frame
         tuples); the batches, ticks and records are those of ``process_batch``.
         """
-        stream = claim_pcap_stream(source) if self.fast is not None else None
+        stream = source.claim_pcap_stream() if self.fast is not None else None
         if self.fast is None or stream is None:
             for frames in source.batches(batch_frames):
                 self.process_batch(frames)

@@ -193,6 +193,19 @@ class FileFrameSource:
         finally:
             self.close()
 
+    def claim_pcap_stream(self) -> tuple[ChunkReader, bytes] | None:
+        """The byte stream of a classic pcap source not yet iterated, or None (pcapng).
+
+        For a framer outside Python (the compiled fast path): it reads the same
+        decompressed chunks ``batches`` would; the source then counts as iterated and is
+        still closed by its context manager.
+        """
+        first = self._first
+        if first is None or self._parser is not read_pcap:
+            return None
+        self._first = None
+        return self._reader, first
+
     def close(self) -> None:
         """Release the file; safe to call twice."""
         if not self._reader.closed:

@@ -171,9 +171,18 @@ class Decoder:
         self._frags.expire(now_ns)
         self._next_expire_ns = now_ns + self._expire_every_ns
 
+    def expire_if_due(self, now_ns: int) -> None:
+        """``expire`` when fragments are held and the expiry interval has passed."""
+        if self._frags.held_frames and now_ns >= self._next_expire_ns:
+            self.expire(now_ns)
+
     # -- the packet loop ---------------------------------------------------------------
-    def decode_batch(self, frames: list[Frame]) -> list[Packet]:
-        """Decode a batch; the one place decode errors are caught and counted."""
+    def decode_batch(self, frames: list[Frame], expire: bool = True) -> list[Packet]:
+        """Decode a batch; the one place decode errors are caught and counted.
+
+        ``expire=False`` leaves fragment expiry to the caller (``expire_if_due``), for a
+        caller that decodes one batch's frames one at a time (the fast path).
+        """
         out: list[Packet] = []
         append = out.append
         fast = _FAST.unpack_from
@@ -216,10 +225,8 @@ class Decoder:
                 errors[reasons.TRUNCATED] += ctx.frames
             except ValueError:
                 errors[reasons.MALFORMED] += ctx.frames
-        if frames and self._frags.held_frames:
-            last = frames[-1][0]
-            if last >= self._next_expire_ns:
-                self.expire(last)
+        if expire and frames:
+            self.expire_if_due(frames[-1][0])
         return out
 
     # -- the general walk --------------------------------------------------------------

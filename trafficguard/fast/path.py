@@ -52,7 +52,6 @@ _W_PKT: Final = 1  # flow_t.wanted bits: every packet, the end, packets that are
 _W_END: Final = 2
 _W_NONRTP: Final = 4
 _RTP_DONE: Final = 2  # in a packet event's arg: the C core accounted it as RTP
-_NEVER: Final = 1 << 62
 _LINKTYPE: Final = {bo: struct.Struct(bo + "I") for bo in "<>"}
 
 BatchInfo = tuple[int, int, int]  # (frames, wire bytes, ts_ns of the last frame)
@@ -272,20 +271,12 @@ class FastPath:
         Fragment expiry is held back to the batch end (``_batch_end``), where
         ``Decoder.decode_batch`` would run it for the whole batch.
         """
-        dec = self._decoder
-        due = dec._next_expire_ns
-        dec._next_expire_ns = _NEVER
-        try:
-            packets = dec.decode_batch([frame])
-        finally:
-            dec._next_expire_ns = due
+        packets = self._decoder.decode_batch([frame], expire=False)
         if packets:
             self._core.update_packets(packets)
 
     def _batch_end(self, last_ts_ns: int) -> None:
-        dec = self._decoder
-        if dec.fragments_held and last_ts_ns >= dec._next_expire_ns:
-            dec.expire(last_ts_ns)
+        self._decoder.expire_if_due(last_ts_ns)
 
     def pcap_batches(self, reader: ChunkReader, buf: bytes, max_frames: int) -> Iterator[BatchInfo]:
         """Process a classic pcap stream in batches of ``max_frames`` frames.
