@@ -136,28 +136,27 @@ class Pipeline:
         if isinstance(frames, RingBlock):  # lent in place by a capture ring (fast path)
             self._process_block(frames)
             return
-        self.capture_packets += len(frames)
-        self.capture_bytes += sum([f[3] for f in frames])
         if self.fast is not None:
             self.fast.process_frames(frames)
         else:
             packets = self.decoder.decode_batch(frames)
             if packets:
                 self.flows.update_batch(packets)  # type: ignore[union-attr]
-        last = frames[-1][0]
-        self.last_ts_ns = max(self.last_ts_ns, last)
+        self._batch_done(len(frames), sum([f[3] for f in frames]), frames[-1][0])
+
+    def _batch_done(self, packets: int, wire_bytes: int, last_ts_ns: int) -> None:
+        """Count a processed batch, advance packet time, run the expiry tick when due."""
+        self.capture_packets += packets
+        self.capture_bytes += wire_bytes
+        self.last_ts_ns = max(self.last_ts_ns, last_ts_ns)
         if self.last_ts_ns >= self._next_tick_ns:
             self.tick(self.last_ts_ns)
 
     def _process_block(self, block: RingBlock) -> None:
         """``process_batch`` for a ring block the C core walks in place (no Frames)."""
         assert self.fast is not None, "ring blocks are lent only to the fast path"
-        self.capture_packets += block.packets
-        self.capture_bytes += block.wire_bytes
         self.fast.process_block(block)
-        self.last_ts_ns = max(self.last_ts_ns, block.last_ts)
-        if self.last_ts_ns >= self._next_tick_ns:
-            self.tick(self.last_ts_ns)
+        self._batch_done(block.packets, block.wire_bytes, block.last_ts)
 
     def process_source(self, source: FileFrameSource, batch_frames: int) -> Iterator[int]:
         """Process a file as fast as possible, yielding the frame count of each batch.
@@ -172,11 +171,7 @@ class Pipeline:
                 yield len(frames)
             return
         for n, wire_bytes, last in self.fast.pcap_batches(*stream, batch_frames):
-            self.capture_packets += n
-            self.capture_bytes += wire_bytes
-            self.last_ts_ns = max(self.last_ts_ns, last)
-            if self.last_ts_ns >= self._next_tick_ns:
-                self.tick(self.last_ts_ns)
+            self._batch_done(n, wire_bytes, last)
             yield n
 
     # -- sensor loss -----------------------------------------------------------------
