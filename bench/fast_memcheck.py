@@ -56,7 +56,7 @@ def main() -> int:
     core_mod = load_core()
     s = 10**9
     core = core_mod.Core(
-        idle_ns=(300 * s, 30 * s, 10 * s, 60 * s, 30 * s, 60 * s), active_ns=2 * s,
+        idle_ns=(300 * s, 30 * s, 10 * s, 60 * s, 30 * s, 60 * s, 10 * s), active_ns=2 * s,
         max_flows=16, scan_per_tick=5, classify_packets=4,
         ports=[(17, 5060, 0), (6, 80, 6), (17, 53, 4), (6, 443, 7)], tunnel_ports=[4789],
     )  # fmt: skip

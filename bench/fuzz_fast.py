@@ -39,7 +39,7 @@ STRESS: dict[str, Any] = {
     "flow": {"max_flows": 16, "expiry_scan_per_tick": 4, "tick_interval_s": 0.01,
              "active_timeout_s": 0.5, "classify_packets": 3,
              "idle_timeout_s": {"tcp": 0.4, "tcp_embryonic": 0.2, "tcp_closing": 0.1,
-                                "udp": 0.3, "icmp": 0.2, "other": 0.2}},
+                                "udp": 0.3, "icmp": 0.2, "other": 0.2, "dns": 0.15}},
     "decode": {"fragments": {"max_datagrams": 4, "timeout_s": 0.2}},
 }  # fmt: skip
 Frame = tuple[int, int, bytes, int]

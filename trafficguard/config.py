@@ -58,6 +58,12 @@ class IdleTimeouts(_Section):
         30.0, gt=0, description="TCP flow that never completed a handshake"
     )
     udp: float = Field(60.0, gt=0)
+    dns: float = Field(
+        10.0,
+        gt=0,
+        description="UDP flow with port 53 on either side (one DNS transaction; "
+        "Zeek's dns_session_timeout)",
+    )
     icmp: float = Field(30.0, gt=0)
     other: float = Field(60.0, gt=0)
 

@@ -76,7 +76,7 @@ def loss_horizon_ns(cfg: Config) -> int:
     """
     idle = cfg.flow.idle_timeout_s
     flow_s = cfg.flow.active_timeout_s + max(
-        idle.tcp, idle.tcp_closing, idle.tcp_embryonic, idle.udp, idle.icmp, idle.other
+        idle.tcp, idle.tcp_closing, idle.tcp_embryonic, idle.udp, idle.icmp, idle.other, idle.dns
     )
     t = cfg.voip.timeouts
     call_s = t.invite_s + t.challenge_s + t.ringing_s + t.max_call_s + t.linger_s + t.register_s

@@ -119,7 +119,7 @@ def build_gate(ctx: SensorContext) -> GateStage:
         pseudonymizer=ctx.pseudonymizer,
         audit_opener=open_audit,
         reload_interval_s=esc.reload_interval_s,
-        rematch_window_s=max(idle.tcp, idle.udp, idle.other, idle.icmp),
+        rematch_window_s=max(idle.tcp, idle.udp, idle.other, idle.icmp, idle.dns),
         evidence_retention_s=ctx.cfg.privacy.retention.evidence_after_expiry_s,
     )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from tshark_conv import (
+    AmbiguousExpectation,
     ConvKey,
     ConvStats,
     FrameInfo,
@@ -69,7 +70,9 @@ def expected_for(path: Path, config: Config) -> tuple[dict[ConvKey, ConvStats], 
     view = trafficguard_view(frames_of(path))
     idle = config.flow.idle_timeout_s
     tcp_min_idle = min(idle.tcp, idle.tcp_closing, idle.tcp_embryonic)
-    counts = {k: expected_flow_count(k, st, idle.udp, tcp_min_idle) for k, st in view.items()}
+    counts = {
+        k: expected_flow_count(k, st, idle.udp, tcp_min_idle, idle.dns) for k, st in view.items()
+    }
     return view, counts
 
 
@@ -237,6 +240,28 @@ def test_reference_udp_idle_splits() -> None:
     _, counts = expected_for(REAL_DIR / "zeek-sip-wireshark.pcap", Config())
     key = conv_key(17, ("192.168.1.2", 5060), ("212.242.33.35", 5060))
     assert counts[key] == 8
+
+
+def test_reference_dns_idle_splits() -> None:
+    """UDP with port 53 on either side splits at the DNS idle timeout (10 s), other UDP at
+    60 s; no DNS conversation of the bundled captures has a silence near or above 10 s."""
+    idle = Config().flow.idle_timeout_s
+    client, server, other = ("10.0.0.1", 40001), ("192.0.2.53", 53), ("192.0.2.9", 6000)
+    st = ConvStats(times=[0.0, 0.02, 11.0, 11.02, 30.0])
+    assert expected_flow_count(conv_key(17, client, server), st, idle.udp, 300, idle.dns) == 3
+    assert expected_flow_count(conv_key(17, server, client), st, idle.udp, 300, idle.dns) == 3
+    assert expected_flow_count(conv_key(17, client, other), st, idle.udp, 300, idle.dns) == 1
+    with pytest.raises(AmbiguousExpectation):
+        near = ConvStats(times=[0.0, 10.2])
+        expected_flow_count(conv_key(17, client, server), near, idle.udp, 300, idle.dns)
+    dns_convs = 0
+    for path in CAPTURES:
+        _, counts = expected_for(path, Config())
+        for key, n in counts.items():
+            if key[0] == 17 and 53 in (key[1][1], key[2][1]):
+                dns_convs += 1
+                assert n == 1, f"{path.name}: {_fmt(key)} now splits into {n} flows"
+    assert dns_convs > 0
 
 
 # ------------------------------------------------------------------------------- CLI

@@ -21,7 +21,8 @@ Two views of one capture:
     We therefore compare *sums per endpoint pair* and predict how many flow records
     trafficguard must produce for each pair: one per ``tcp.stream`` (a new SYN after
     the old connection closed) and, for UDP, one more per silence longer than the idle
-    timeout. Gaps too close to a timeout to call are rejected, not guessed.
+    timeout (the DNS one for UDP with port 53 on either side, trafficguard's "dns" lane).
+    Gaps too close to a timeout to call are rejected, not guessed.
   - **RTP set up by SDP**: tshark 4.0 may show the two directions of one RTP stream as
     two rows ("A <-> B" and "B <-> A"); summing per unordered pair merges them.
 
@@ -42,6 +43,7 @@ from typing import Final
 
 TSHARK: Final = "tshark"
 PROTO_NUM: Final = {"tcp": 6, "udp": 17}
+DNS_PORT: Final = 53  # UDP flows with this port on either side use the DNS idle timeout
 # Tokens of frame.protocols that mean "the next layers are a tunnelled frame/packet"
 # when they directly follow a UDP layer (trafficguard strips these; see DecodeConfig).
 UDP_TUNNELS: Final = frozenset({"vxlan", "geneve", "gtp"})
@@ -329,14 +331,15 @@ class AmbiguousExpectation(AssertionError):
 
 
 def expected_flow_count(
-    key: ConvKey, st: ConvStats, udp_idle_s: float, tcp_min_idle_s: float
+    key: ConvKey, st: ConvStats, udp_idle_s: float, tcp_min_idle_s: float, dns_idle_s: float
 ) -> int:
     """How many flow records trafficguard must emit for this conversation.
 
     TCP: one per tcp.stream (tshark starts a new stream on a SYN that reuses a closed
     connection's ports). A silence longer than the shortest TCP idle timeout inside one
     stream would depend on the TCP state machine; we refuse to guess.
-    UDP: one, plus one per silence longer than the UDP idle timeout.
+    UDP: one, plus one per silence longer than the UDP idle timeout (the DNS idle timeout
+    when either port is 53).
     """
     times = sorted(st.times)
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -344,6 +347,8 @@ def expected_flow_count(
         if len(st.streams) == 1 and any(g > tcp_min_idle_s for g in gaps):
             raise AmbiguousExpectation(f"{key}: silence > {tcp_min_idle_s}s within one stream")
         return max(1, len(st.streams))
+    if DNS_PORT in (key[1][1], key[2][1]):
+        udp_idle_s = dns_idle_s
     margin = 0.05 * udp_idle_s
     for g in gaps:
         if abs(g - udp_idle_s) < margin:

@@ -36,7 +36,7 @@ STRESS = {
         "active_timeout_s": 2.0,
         "classify_packets": 2,
         "idle_timeout_s": {"tcp": 5, "tcp_embryonic": 1, "tcp_closing": 0.5, "udp": 3,
-                           "icmp": 1, "other": 1},
+                           "icmp": 1, "other": 1, "dns": 0.7},
     },
 }  # fmt: skip
 

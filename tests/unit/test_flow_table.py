@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import struct
 
 import msgspec
+import pytest
+from pydantic import ValidationError
 
-from trafficguard.config import FlowConfig
+from trafficguard.capture.frames import LINKTYPE_ETHERNET, Frame
+from trafficguard.config import Config, FlowConfig
+from trafficguard.decode.decoder import Decoder
 from trafficguard.decode.packet import (
     ENCAP_VXLAN,
     PROTO_ICMP,
@@ -21,7 +26,7 @@ from trafficguard.decode.packet import (
 )
 from trafficguard.flow.records import FlowRecord
 from trafficguard.flow.state import Flow
-from trafficguard.flow.table import FlowTable
+from trafficguard.flow.table import LANE_DNS, LANE_NAMES, LANE_UDP, FlowTable
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -395,3 +400,136 @@ def test_records_never_carry_payload() -> None:
     table.flush_all()
     encoded = msgspec.json.encode(table.take_records())
     assert b"CANARY" not in encoded and b"7f3a9c" not in encoded
+
+
+# -- the DNS lane: UDP with port 53 on either side, its own (short) idle timeout --------
+DNS_SERVER = "192.0.2.53"
+
+
+def test_dns_lane_is_chosen_by_port_53_on_either_side() -> None:
+    table = FlowTable(cfg())
+    table.update_batch(
+        [
+            pkt(0.0, CLIENT, DNS_SERVER, 40001, 53, PROTO_UDP),  # query
+            pkt(0.0, DNS_SERVER, CLIENT, 53, 40002, PROTO_UDP),  # answer seen first
+            pkt(0.0, CLIENT, SERVER, 40003, 5353, PROTO_UDP),  # mDNS port: not DNS
+            pkt(0.0, CLIENT, DNS_SERVER, 40004, 53, flags=SYN),  # DNS over TCP: a TCP lane
+        ]
+    )
+    lanes = {port: LANE_NAMES[i] for i, lane in enumerate(table._lanes) for port in
+             (f.endpoints()[1] for f in lane.values())}  # fmt: skip
+    assert lanes == {40001: "dns", 53: "dns", 40003: "udp", 40004: "tcp_embryonic"}
+    assert len(table._lanes[LANE_DNS]) == 2 and len(table._lanes[LANE_UDP]) == 1
+
+
+def test_dns_flow_idle_11s_ends_while_other_udp_stays_open() -> None:
+    table = FlowTable(cfg())
+    dns = [
+        pkt(0.0, CLIENT, DNS_SERVER, 40001, 53, PROTO_UDP, payload=b"q" * 30),
+        pkt(0.02, DNS_SERVER, CLIENT, 53, 40001, PROTO_UDP, payload=b"a" * 60),
+    ]
+    udp = pkt(0.02, CLIENT, SERVER, 40002, 6000, PROTO_UDP)
+    table.update_batch([*dns, udp])
+    table.tick(T0 + int(10.02 * S) - 1)  # idle 10 s less 1 ns: still open
+    assert table.take_records() == [] and table.stats.active == 2
+    (rec,) = run(table, [], tick_at=11.02)
+    assert (rec.src_port, rec.dst_port, rec.end_reason) == (40001, 53, "idle")
+    assert (rec.packets_fwd, rec.packets_rev, rec.end_ns) == (1, 1, dns[1].ts_ns)
+    assert table.stats.active == 1 and table.stats.ended_by_reason["idle"] == 1
+    assert flow_of(table).endpoints()[1] == 40002  # the other UDP flow keeps its 60 s
+    (rec,) = run(table, [], tick_at=60.02)
+    assert (rec.src_port, rec.end_reason) == (40002, "idle")
+
+
+def test_dns_gap_longer_than_dns_timeout_splits_without_tick() -> None:
+    table = FlowTable(cfg())
+    first = pkt(0.0, CLIENT, DNS_SERVER, 40001, 53, PROTO_UDP)
+    again = pkt(11.0, CLIENT, DNS_SERVER, 40001, 53, PROTO_UDP)  # same 5-tuple, 11 s later
+    udp = [pkt(t, CLIENT, SERVER, 40002, 6000, PROTO_UDP) for t in (0.0, 11.0)]
+    (old,) = run(table, [first, udp[0], again, udp[1]])
+    assert (old.src_port, old.end_reason, old.end_ns) == (40001, "idle", first.ts_ns)
+    table.flush_all()
+    recs = table.take_records()
+    assert [(r.src_port, r.packets_fwd, r.first_seen_ns) for r in recs] == [
+        (40002, 2, T0),  # one flow: 11 s is within the UDP timeout
+        (40001, 1, again.ts_ns),
+    ]
+    assert table.stats.started == 3
+
+
+def test_dns_idle_timeout_is_configurable_and_validated() -> None:
+    assert FlowConfig().idle_timeout_s.dns == 10.0
+    table = FlowTable(cfg(idle_timeout_s={"dns": 2.5}))
+    table.update_batch([pkt(0.0, CLIENT, DNS_SERVER, 40001, 53, PROTO_UDP)])
+    table.tick(T0 + int(2.5 * S) - 1)
+    assert table.take_records() == []
+    (rec,) = run(table, [], tick_at=2.5)
+    assert rec.end_reason == "idle"
+    for bad in (0, -1.0):
+        with pytest.raises(ValidationError, match="greater than 0"):
+            cfg(idle_timeout_s={"dns": bad})
+
+
+def test_eviction_and_flush_span_the_dns_lane() -> None:
+    """The LRU victim is the oldest lane head whichever lane holds it; flush takes all."""
+    table = FlowTable(cfg(max_flows=16))
+    dns = [pkt(0.1 * i, CLIENT, DNS_SERVER, 1000 + i, 53, PROTO_UDP) for i in range(8)]
+    udp = [pkt(0.05 + 0.1 * i, CLIENT, SERVER, 2000 + i, 6000, PROTO_UDP) for i in range(8)]
+    table.update_batch(sorted(dns + udp, key=lambda p: p.ts_ns))
+    table.update_batch([pkt(1.0, CLIENT, DNS_SERVER, 1000, 53, PROTO_UDP)])  # touch DNS 1000
+    got = [r.src_port for r in run(table, [pkt(1.1, CLIENT, SERVER, 3000, 6000, PROTO_UDP)])]
+    assert got == [2000]  # udp 2000 (0.05 s) is older than DNS 1001 (0.1 s)
+    got = [r.src_port for r in run(table, [pkt(1.2, CLIENT, SERVER, 3001, 6000, PROTO_UDP)])]
+    assert got == [1001]
+    table.flush_all()
+    assert len(table.take_records()) == 16 and table.stats.active == 0
+
+
+def _eth_udp(t: float, src: str, dst: str, sport: int, dport: int, payload: bytes) -> Frame:
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, PROTO_UDP, 0,
+        ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed,
+    )  # fmt: skip
+    data = bytes(6) + bytes([2, 0, 0, 0, 0, 1]) + b"\x08\x00" + ip + udp
+    return (T0 + int(t * S), LINKTYPE_ETHERNET, data, len(data))
+
+
+@pytest.mark.usefixtures("fast_core")
+def test_c_core_dns_lane_matches_python() -> None:
+    """The compiled table has the same DNS lane: same records, ticks and gap splits."""
+    from trafficguard.fast.path import FastPath  # noqa: PLC0415 - needs the extension
+
+    frames = [
+        _eth_udp(0.0, CLIENT, DNS_SERVER, 40001, 53, b"q" * 30),
+        _eth_udp(0.02, CLIENT, SERVER, 40002, 6000, b"u"),
+        _eth_udp(0.2, DNS_SERVER, CLIENT, 53, 40003, b"a"),  # answer seen first
+        _eth_udp(0.9, DNS_SERVER, CLIENT, 53, 40001, b"a" * 60),
+        _eth_udp(11.0, CLIENT, DNS_SERVER, 40001, 53, b"q"),  # 10.1 s gap: a new flow
+        _eth_udp(11.0, CLIENT, SERVER, 40002, 6000, b"u"),  # 10.98 s gap: same UDP flow
+    ]
+    batches = [(frames[:4], 10.3), (frames[4:], 30.0)]
+    config = Config.model_validate({"flow": {"idle_timeout_s": {"udp": 60, "dns": 10}}})
+
+    python_table = FlowTable(config.flow)
+    python_decoder = Decoder(config.decode)
+    fast = FastPath(config, Decoder(config.decode))
+    out: dict[str, list[FlowRecord]] = {"python": [], "fast": []}
+    for batch, tick_s in batches:
+        python_table.update_batch(python_decoder.decode_batch(batch))
+        fast.process_frames(batch)
+        for name, table in (("python", python_table), ("fast", fast)):
+            table.tick(T0 + int(tick_s * S))
+            out[name].extend(table.take_records())
+    for name, table in (("python", python_table), ("fast", fast)):
+        table.flush_all()
+        out[name].extend(table.take_records())
+    assert fast.fast_frames == len(frames)  # every frame went through the C decoder
+    assert out["fast"] == out["python"]
+    assert [(r.src_port, r.dst_port, r.packets_fwd + r.packets_rev, r.end_reason)
+            for r in out["python"]] == [
+        (53, 40003, 1, "idle"),  # tick at 10.3 s: idle 10.1 s (40001: 9.4 s, kept)
+        (40001, 53, 2, "idle"),  # ended at 11 s by the 10.1 s gap, no tick needed
+        (40001, 53, 1, "idle"),  # the new flow, ended by the tick at 30 s
+        (40002, 6000, 2, "flush"),  # other UDP: one flow, open until the flush
+    ]  # fmt: skip

@@ -11,7 +11,7 @@
  * Memory: flows live in a pool of fixed 176-byte slots (indices stay stable while a flow
  * is open; freed slots are reused first, so resident pages follow the peak number of open
  * flows, not the file length) and an open-addressing hash table of uint32 slot numbers
- * (linear probing, backward-shift deletion, load <= 1/2). Each of the six idle-timeout
+ * (linear probing, backward-shift deletion, load <= 1/2). Each of the seven idle-timeout
  * lanes is a doubly linked LRU list threaded through the slots.
  */
 #define PY_SSIZE_T_CLEAN
@@ -22,7 +22,8 @@
 #define NIL 0xFFFFFFFFu
 #define MAX_CAPLEN 262144
 
-enum { LANE_TCP, LANE_EMB, LANE_CLOSING, LANE_UDP, LANE_ICMP, LANE_OTHER, NLANES };
+/* the order of flow/table.py LANE_NAMES; LANE_DNS: UDP with port 53 on either side */
+enum { LANE_TCP, LANE_EMB, LANE_CLOSING, LANE_UDP, LANE_ICMP, LANE_OTHER, LANE_DNS, NLANES };
 enum { ST_NONE, ST_SYN_SENT, ST_SYN_RECEIVED, ST_ESTABLISHED, ST_FIN_WAIT, ST_CLOSED,
        ST_RESET, ST_MIDSTREAM };
 enum { R_IDLE, R_ACTIVE, R_FIN, R_RST, R_EVICTED, R_FLUSH, NREASONS };
@@ -989,7 +990,7 @@ static int start_flow(Core *c, const pkt_t *p, const fkey_t *k, uint32_t h, int 
             a_is_src = !a_side;
         } else state = ST_MIDSTREAM;
         lane = STATE_LANE[state];
-    } else if (proto == 17) lane = LANE_UDP;
+    } else if (proto == 17) lane = p->sport == 53 || p->dport == 53 ? LANE_DNS : LANE_UDP;
     else if (proto == 1 || proto == 58) lane = LANE_ICMP;
     else lane = LANE_OTHER;
     int fwd = a_is_src == a_side, d = fwd ? 0 : 1;

@@ -84,6 +84,7 @@ class FastPath:
                     idle.udp,
                     idle.icmp,
                     idle.other,
+                    idle.dns,
                 )
             ),
             active_ns=int(fc.active_timeout_s * NS_PER_S),

@@ -1,12 +1,14 @@
 """The flow table: packets in, bidirectional flow records out, in packet time.
 
-Flows live in six *lanes*, one ``OrderedDict`` per idle-timeout class (TCP established,
-TCP embryonic, TCP closing, UDP, ICMP, other). Each lane is both the lookup table and an
-LRU list (``move_to_end`` per packet, as nfstream's meter does), and all flows of a lane
-share one idle timeout, so expiry scans a lane from its old end and stops at the first
-live flow: ``tick`` never walks the whole table. A flow changes lane only when its TCP
-state changes class (a rare, slow-path event); a TCP packet probes at most three lanes.
-The least recently used flow of the whole table is the oldest of the six lane heads,
+Flows live in seven *lanes*, one ``OrderedDict`` per idle-timeout class (TCP established,
+TCP embryonic, TCP closing, UDP, ICMP, other, DNS = UDP with port 53 on either side, whose
+short timeout keeps one-query flows from piling up, as Zeek's ``dns_session_timeout``).
+Each lane is both the lookup table and an LRU list (``move_to_end`` per packet, as
+nfstream's meter does), and all flows of a lane share one idle timeout, so expiry scans a
+lane from its old end and stops at the first live flow: ``tick`` never walks the whole
+table. A flow changes lane only when its TCP state changes class (a rare, slow-path
+event); a TCP packet probes at most three lanes, a UDP packet's ports name its one lane.
+The least recently used flow of the whole table is the oldest of the seven lane heads,
 which is what eviction at capacity ends.
 
 A packet whose gap to its flow's previous packet already exceeds the lane's idle timeout
@@ -63,7 +65,9 @@ LANE_TCP_CLOSING: Final = 2  # FIN from both sides, or RST
 LANE_UDP: Final = 3
 LANE_ICMP: Final = 4
 LANE_OTHER: Final = 5
-LANE_NAMES: Final = ("tcp", "tcp_embryonic", "tcp_closing", "udp", "icmp", "other")
+LANE_DNS: Final = 6  # UDP with port 53 on either side
+LANE_NAMES: Final = ("tcp", "tcp_embryonic", "tcp_closing", "udp", "icmp", "other", "dns")
+DNS_PORT: Final = 53
 
 # lane of each TCP state (index = state code)
 _STATE_LANE: Final = (
@@ -90,7 +94,7 @@ class FlowTable:
         self._idle_ns: tuple[int, ...] = tuple(
             int(s * NS_PER_S)
             for s in (idle.tcp, idle.tcp_embryonic, idle.tcp_closing, idle.udp, idle.icmp,
-                      idle.other)
+                      idle.other, idle.dns)
         )  # fmt: skip
         self._active_ns = int(cfg.active_timeout_s * NS_PER_S)
         self._capacity = cfg.max_flows
@@ -111,12 +115,13 @@ class FlowTable:
     # -- the packet path -------------------------------------------------------------
     def update_batch(self, packets: list[Packet]) -> None:
         """Account a batch of decoded packets to their flows (the hot path)."""
-        tcp, emb, closing, udp, icmp, other = self._lanes
+        tcp, emb, closing, udp, icmp, other, dns = self._lanes
         tcp_get = tcp.get
         emb_get = emb.get
         closing_get = closing.get
         udp_get = udp.get
-        t_tcp, t_emb, t_closing, t_udp, t_icmp, t_other = self._idle_ns
+        dns_get = dns.get
+        t_tcp, t_emb, t_closing, t_udp, t_icmp, t_other, t_dns = self._idle_ns
         active_ns = self._active_ns
         pack4 = KEY4.pack
         pack6 = KEY6.pack
@@ -152,9 +157,14 @@ class FlowTable:
                         idle = t_closing
                         f = closing_get(key)
             elif proto == udp_proto:
-                lane = udp
-                idle = t_udp
-                f = udp_get(key)
+                if DNS_PORT in (sport, dport):
+                    lane = dns
+                    idle = t_dns
+                    f = dns_get(key)
+                else:
+                    lane = udp
+                    idle = t_udp
+                    f = udp_get(key)
             elif proto in (PROTO_ICMP, PROTO_ICMPV6):
                 lane = icmp
                 idle = t_icmp
@@ -236,7 +246,7 @@ class FlowTable:
                 state = ST_MIDSTREAM
             lane_no = _STATE_LANE[state]
         elif proto == PROTO_UDP:
-            lane_no = LANE_UDP
+            lane_no = LANE_DNS if DNS_PORT in (p.sport, p.dport) else LANE_UDP
         elif proto in (PROTO_ICMP, PROTO_ICMPV6):
             lane_no = LANE_ICMP
         else:
