@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(tools) - set(TOOLS)
     if unknown:
         ap.error(f"unknown tools: {sorted(unknown)}")
-    pcap = args.pcap or ensure_workload(args.packets, args.workdir)
+    pcap = (args.pcap or ensure_workload(args.packets, args.workdir)).resolve()
     packets, results = run_bench(pcap, tools)
     if args.json:
         doc = {"pcap": str(pcap), "packets": packets, "results": [asdict(r) for r in results]}

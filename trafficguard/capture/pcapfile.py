@@ -40,8 +40,8 @@ class ChunkReader:
     already read to look for the gzip magic (no seek, so pipes work too).
     """
 
-    __slots__ = ("_chunk", "_fresh", "_gzip", "_pending", "_raw", "_z", "error", "path",
-                 "raw_bytes")
+    __slots__ = ("_chunk", "_fresh", "_gzip", "_pending", "_raw", "_spill", "_z", "error",
+                 "path", "raw_bytes")
 
     def __init__(self, path: str, raw: BinaryIO, chunk: int, head: bytes) -> None:
         self.path = path
@@ -51,11 +51,15 @@ class ChunkReader:
         self._z = zlib.decompressobj(_GZIP_WBITS)
         self._fresh = True  # no input fed to the current gzip member yet
         self._pending = head  # raw bytes not yet handed out (plain) or decompressed (gzip)
+        self._spill = b""  # stream bytes that did not fit a ``readinto`` buffer
         self.error: tuple[type[CaptureError], str] | None = None
         self.raw_bytes = len(head)  # bytes of the file on disk read so far
 
     def read(self) -> bytes:
         """Return the next chunk of the stream, ``b""`` at end of file or on error."""
+        if self._spill:
+            data, self._spill = self._spill, b""
+            return data
         if self.error is not None:
             return b""
         if self._gzip:
@@ -106,6 +110,34 @@ class ChunkReader:
                 return _salvage(before, src, chunk)
             if out:
                 return out
+
+    @property
+    def chunk_size(self) -> int:
+        """Bytes one ``read`` hands out at most (plain files and gzip output alike)."""
+        return self._chunk
+
+    def readinto(self, view: memoryview) -> int:
+        """``read`` into the caller's buffer; 0 at end of file or on error.
+
+        Plain files are read straight into ``view``, so a framer can reuse one buffer
+        instead of allocating and concatenating a fresh chunk per read (page faults and
+        a copy per megabyte). Whatever does not fit is handed out by the next call.
+        """
+        if not (self._spill or self._pending or self._gzip or self.error):
+            try:
+                got = self._raw.readinto(view[: self._chunk])  # type: ignore[attr-defined]
+            except OSError:
+                self.error = (CaptureError, "read error")
+                return 0
+            got = got or 0
+            self.raw_bytes += got
+            return int(got)
+        data = self.read()
+        room = len(view)
+        if len(data) > room:
+            data, self._spill = data[:room], data[room:]
+        view[: len(data)] = data
+        return len(data)
 
     def refill(self, buf: bytes, off: int) -> bytes | None:
         """``buf[off:]`` (the unparsed rest) and the next chunk; None at end of stream."""

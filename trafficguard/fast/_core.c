@@ -100,6 +100,8 @@ typedef struct {
     uint32_t *rtps_free, rtps_len, rtps_cap, rtps_nfree;
     uint32_t *flush_order, flush_len, flush_pos; /* a final flush in progress (flush_some) */
     PyObject *packet_type; /* decode.packet.Packet: hooks get one built here, or None */
+    /* set_record_factory: records are built here as record_type(**fields) (NULL: tuples) */
+    PyObject *record_type, *record_kwnames, *record_labels[5], *record_addr_text;
 } Core;
 
 /* ---------------------------------------------------------------------------------- */
@@ -629,8 +631,78 @@ static PyObject *flow_tuple(const flow_t *f, int reason) {
                          reason);
 }
 
+/* labels[i][value] with a bounds check: tcp_state, app, app_source, encap, reason */
+static PyObject *record_label(Core *c, int which, int value) {
+    PyObject *labels = c->record_labels[which];
+    if (value < 0 || value >= PyTuple_GET_SIZE(labels)) {
+        PyErr_Format(PyExc_ValueError, "record label %d out of range (table %d)", value, which);
+        return NULL;
+    }
+    PyObject *o = PyTuple_GET_ITEM(labels, value);
+    Py_INCREF(o);
+    return o;
+}
+
+/* IPv4-mapped addresses come back from addr_object as bytes: Python formats them */
+static PyObject *record_addr(Core *c, const uint8_t *a, int v6) {
+    PyObject *o = addr_object(a, v6);
+    if (o == NULL || !PyBytes_Check(o)) return o;
+    PyObject *text = PyObject_CallOneArg(c->record_addr_text, o);
+    Py_DECREF(o);
+    return text;
+}
+
+#define RECORD_FIELDS 27
+
+/* The record object itself: the same values as record_tuple, labels looked up, one
+ * vectorcall with keyword names (no per-record Python loop). */
+static PyObject *record_object(Core *c, const flow_t *f, int reason) {
+    uint8_t key[40];
+    char fid[16];
+    Py_ssize_t klen = pack_key(f, key);
+    flow_id_hex(key, klen, f->first_ns, fid);
+    const uint8_t *src = f->a_is_src ? f->k.a : f->k.b, *dst = f->a_is_src ? f->k.b : f->k.a;
+    int sport = f->a_is_src ? f->k.pa : f->k.pb, dport = f->a_is_src ? f->k.pb : f->k.pa;
+    int source = f->classified ? SRC_SIGNATURE : f->app == L_UNKNOWN ? SRC_NONE : SRC_PORT;
+    PyObject *v[RECORD_FIELDS] = {
+        PyUnicode_FromStringAndSize(fid, 16),
+        PyLong_FromUnsignedLong(f->seq),
+        PyLong_FromLongLong(f->first_ns),
+        PyLong_FromLongLong(f->start_ns),
+        PyLong_FromLongLong(f->last_ns),
+        PyLong_FromLong(f->k.vlan),
+        PyLong_FromLong(f->k.v6 ? 6 : 4),
+        PyLong_FromLong(f->k.proto),
+        record_addr(c, src, f->k.v6),
+        PyLong_FromLong(sport),
+        record_addr(c, dst, f->k.v6),
+        PyLong_FromLong(dport),
+        PyLong_FromLongLong(f->pk[0]),
+        PyLong_FromLongLong(f->pk[1]),
+        PyLong_FromLongLong(f->by[0]),
+        PyLong_FromLongLong(f->by[1]),
+        PyLong_FromLongLong(f->by[0] - f->l2[0]),
+        PyLong_FromLongLong(f->by[1] - f->l2[1]),
+        PyLong_FromLongLong(f->pl[0]),
+        PyLong_FromLongLong(f->pl[1]),
+        PyLong_FromLong(f->flags & 0xFF),
+        PyLong_FromLong(f->flags >> 8),
+        record_label(c, 0, f->tcp_state),
+        record_label(c, 1, f->app),
+        record_label(c, 2, source),
+        record_label(c, 3, f->encap),
+        record_label(c, 4, reason),
+    };
+    PyObject *rec = NULL;
+    int ok = 1;
+    for (int i = 0; i < RECORD_FIELDS; i++) ok &= v[i] != NULL;
+    if (ok) rec = PyObject_Vectorcall(c->record_type, v, 0, c->record_kwnames);
+    for (int i = 0; i < RECORD_FIELDS; i++) Py_XDECREF(v[i]);
+    return rec;
+}
+
 static int emit(Core *c, const flow_t *f, int reason) {
-    PyObject *t = record_tuple(f, reason);
+    PyObject *t = c->record_type ? record_object(c, f, reason) : record_tuple(f, reason);
     if (t == NULL) return -1;
     int rc = PyList_Append(c->records, t);
     Py_DECREF(t);
@@ -1686,6 +1758,36 @@ static PyObject *Core_set_callback(Core *c, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Core_set_record_factory(Core *c, PyObject *args) {
+    PyObject *type, *kwnames, *labels[5], *addr_text;
+    if (!PyArg_ParseTuple(args, "OO!O!O!O!O!O!O", &type, &PyTuple_Type, &kwnames, &PyTuple_Type,
+                          &labels[0], &PyTuple_Type, &labels[1], &PyTuple_Type, &labels[2],
+                          &PyTuple_Type, &labels[3], &PyTuple_Type, &labels[4], &addr_text))
+        return NULL;
+    if (!PyCallable_Check(type) || !PyCallable_Check(addr_text) ||
+        PyTuple_GET_SIZE(kwnames) != RECORD_FIELDS) {
+        PyErr_SetString(PyExc_ValueError, "record factory: callables and 27 field names");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < RECORD_FIELDS; i++) {
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(kwnames, i))) {
+            PyErr_SetString(PyExc_TypeError, "record factory: field names must be str");
+            return NULL;
+        }
+    }
+    Py_INCREF(type);
+    Py_XSETREF(c->record_type, type);
+    Py_INCREF(kwnames);
+    Py_XSETREF(c->record_kwnames, kwnames);
+    for (int i = 0; i < 5; i++) {
+        Py_INCREF(labels[i]);
+        Py_XSETREF(c->record_labels[i], labels[i]);
+    }
+    Py_INCREF(addr_text);
+    Py_XSETREF(c->record_addr_text, addr_text);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Core_counters(Core *c, PyObject *Py_UNUSED(ignored)) {
     PyObject *ended = Py_BuildValue("(LLLLLL)", (long long)c->ended[0], (long long)c->ended[1],
                                     (long long)c->ended[2], (long long)c->ended[3],
@@ -1730,6 +1832,10 @@ static PyMethodDef Core_methods[] = {
      "frame the C decoder took comes as packet_type(ts_ns, wire_len, vlan, ip_version, src,\n"
      "dst, proto, sport, dport, tcp_flags, data, payload_off, payload_len, ip_len, encap,\n"
      "frames, icmp_type), else as a (ts_ns, linktype, data, wire_len) frame."},
+    {"set_record_factory", (PyCFunction)Core_set_record_factory, METH_VARARGS,
+     "set_record_factory(type, field_names, tcp_states, apps, app_sources, encaps, reasons,\n"
+     "addr_text): take_records() then returns type(**fields) objects, labels looked up in\n"
+     "the tuples and IPv4-mapped addresses formatted by addr_text(bytes), not tuples."},
     {"counters", (PyCFunction)Core_counters, METH_NOARGS, "Table counters as a dict."},
     {"app_counters", (PyCFunction)Core_app_counters, METH_NOARGS,
      "Per label: (packets_fwd, packets_rev, bytes_fwd, bytes_rev)."},
@@ -1829,6 +1935,10 @@ static void Core_dealloc(Core *c) {
     Py_XDECREF(c->records);
     Py_XDECREF(c->callback);
     Py_XDECREF(c->packet_type);
+    Py_XDECREF(c->record_type);
+    Py_XDECREF(c->record_kwnames);
+    for (int i = 0; i < 5; i++) Py_XDECREF(c->record_labels[i]);
+    Py_XDECREF(c->record_addr_text);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 

@@ -2,6 +2,7 @@
 
 import mmap
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from trafficguard.decode.packet import Packet
 
@@ -32,7 +33,7 @@ class Core:
         tunnel_ports: Iterable[int],
     ) -> None: ...
     def feed_pcap(
-        self, buf: bytes, off: int, big_endian: bool, frac_ns: int, linktype: int,
+        self, buf: Buffer, off: int, big_endian: bool, frac_ns: int, linktype: int,
         max_frames: int,
     ) -> tuple[int, int, int, int, int, Frame | None]: ...  # fmt: skip
     def feed_frames(self, frames: list[Frame], start: int) -> int: ...
@@ -43,7 +44,13 @@ class Core:
     def tick(self, now_ns: int) -> None: ...
     def flush_all(self) -> None: ...
     def flush_some(self, max_flows: int) -> int: ...
-    def take_records(self) -> list[RecordRow]: ...
+    # rows, or record objects once set_record_factory was called
+    def take_records(self) -> list[Any]: ...
+    def set_record_factory(
+        self, record_type: Callable[..., object], field_names: tuple[str, ...],
+        tcp_states: tuple[str, ...], apps: tuple[str, ...], app_sources: tuple[str, ...],
+        encaps: tuple[str, ...], reasons: tuple[str, ...], addr_text: Callable[[bytes], str],
+    ) -> None: ...  # fmt: skip
     def flow_info(self, slot: int) -> Row: ...  # last item: classify state, not a reason
     def set_callback(
         self,

@@ -33,7 +33,7 @@ from trafficguard.decode.decoder import Decoder
 from trafficguard.decode.packet import Packet
 from trafficguard.errors import CaptureError
 from trafficguard.fast._core import Core, scan_block
-from trafficguard.fast.records import to_records
+from trafficguard.fast.records import record_factory
 from trafficguard.fast.stats import FastStats
 from trafficguard.fast.view import FastFlow
 from trafficguard.flow.classify import APP_LABELS, DEFAULT_PORTS
@@ -46,6 +46,7 @@ _FULL: Final = 0
 _MORE: Final = 1
 _SLOW: Final = 2
 _BAD: Final = 3
+_MAX_RECORD: Final = 16 + 262144  # pcap record header + the core's MAX_CAPLEN
 _EV_START: Final = 0
 _EV_PACKET: Final = 1
 _W_PKT: Final = 1  # flow_t.wanted bits: every packet, the end, packets that are not RTP
@@ -97,6 +98,7 @@ class FastPath:
             ],
             tunnel_ports=(*dc.vxlan_ports, *dc.geneve_ports, *dc.gtpu_ports),
         )
+        self._core.set_record_factory(*record_factory())
         self._decoder = decoder
         self._hooks: tuple[FlowHook, ...] = ()
         # open flows some hook wants: slot -> (view, hooks, hooks that get non-RTP packets only)
@@ -294,13 +296,19 @@ class FastPath:
         linktype = _LINKTYPE[order].unpack_from(buf, 20)[0] & LINKTYPE_MASK
         big = order == ">"
         feed = self._core.feed_pcap
+        # One buffer for the whole file: the unparsed tail (less than one record) moves to
+        # the front and the next chunk is read in behind it.
+        work = bytearray(max(len(buf), reader.chunk_size) + _MAX_RECORD)
+        view = memoryview(work)
+        end = len(buf)
+        view[:end] = buf
         base = 0
         off = FILE_HEADER_LEN
         count = wire = last = 0
         err: CaptureError | None = None
         while True:
             off, done, status, last_ts, w, slow = feed(
-                buf, off, big, frac_ns, linktype, max_frames - count
+                view[:end], off, big, frac_ns, linktype, max_frames - count
             )
             if done:
                 count += done
@@ -318,16 +326,19 @@ class FastPath:
             if status == _BAD:
                 err = CaptureError(path, base + off, "record caplen too large")
                 break
-            data = reader.read()
-            if not data:
-                if off < len(buf):
-                    err = reader.truncated(base + off, "file ends inside a record")
+            left = end - off
+            if off:
+                view[:left] = view[off:end]
+                base += off
+                off = 0
+            got = reader.readinto(view[left:])
+            if not got:
+                if left:
+                    err = reader.truncated(base, "file ends inside a record")
                 else:
-                    err = reader.deferred(base + off)
+                    err = reader.deferred(base)
                 break
-            buf = buf[off:] + data
-            base += off
-            off = 0
+            end = left + got
         if count:
             self._batch_end(last)
             yield count, wire, last
@@ -354,7 +365,8 @@ class FastPath:
 
     def take_records(self) -> list[FlowRecord]:
         """Records produced since the last call, in the order they were produced."""
-        return to_records(self._core.take_records())
+        records: list[FlowRecord] = self._core.take_records()
+        return records
 
     @property
     def fast_frames(self) -> int:

@@ -1,40 +1,38 @@
-"""Record rows from the C table to ``FlowRecord``: the same fields ``flow/export.py`` makes.
+"""How the C table builds ``FlowRecord`` objects: the same fields ``flow/export.py`` makes.
 
-The C core already computed the flow id (the same blake2b) and the address text (IPv4,
-and IPv6 except IPv4-mapped addresses, which arrive as bytes and use ``addr_text``).
+The core computes the flow id (the same blake2b) and the address text (IPv4, and IPv6
+except IPv4-mapped addresses, which it hands to ``addr_text``), looks the labels up in the
+tuples given here and calls ``FlowRecord(**fields)`` itself: a record costs no Python.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable
+from typing import Final
 
 from trafficguard.decode.packet import ENCAP_NAMES
 from trafficguard.flow.classify import APP_LABELS
 from trafficguard.flow.keys import addr_text
 from trafficguard.flow.records import APP_SOURCES, FLOW_END_REASONS, TCP_STATES, FlowRecord
 
-if TYPE_CHECKING:
-    from trafficguard.fast._core import RecordRow
-
 _ENCAPS: Final = (*ENCAP_NAMES, *([""] * (256 - len(ENCAP_NAMES))))
 
 
-def _text(addr: str | bytes) -> str:
-    return addr if isinstance(addr, str) else addr_text(addr)
+RecordFactory = tuple[
+    type[FlowRecord], tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...],
+    tuple[str, ...], tuple[str, ...], Callable[[bytes], str],
+]  # fmt: skip
+
+RECORD_FIELDS: Final = (
+    "flow_id", "seq", "first_seen_ns", "start_ns", "end_ns", "vlan", "ip_version", "proto",
+    "src_addr", "src_port", "dst_addr", "dst_port", "packets_fwd", "packets_rev", "bytes_fwd",
+    "bytes_rev", "ip_bytes_fwd", "ip_bytes_rev", "payload_bytes_fwd", "payload_bytes_rev",
+    "tcp_flags_fwd", "tcp_flags_rev", "tcp_state", "app", "app_source", "encap", "end_reason",
+)  # fmt: skip  # Core's record order
 
 
-def to_records(rows: list[RecordRow]) -> list[FlowRecord]:
-    """One ``FlowRecord`` per row of ``Core.take_records()``, in order."""
-    return [
-        FlowRecord(
-            flow_id=fid, seq=seq, first_seen_ns=first, start_ns=start, end_ns=end, vlan=vlan,
-            ip_version=ver, proto=proto, src_addr=_text(src), src_port=sport,
-            dst_addr=_text(dst), dst_port=dport, packets_fwd=pkf, packets_rev=pkr,
-            bytes_fwd=byf, bytes_rev=byr, ip_bytes_fwd=ipf, ip_bytes_rev=ipr,
-            payload_bytes_fwd=plf, payload_bytes_rev=plr, tcp_flags_fwd=flf, tcp_flags_rev=flr,
-            tcp_state=TCP_STATES[state], app=APP_LABELS[app], app_source=APP_SOURCES[source],
-            encap=_ENCAPS[encap], end_reason=FLOW_END_REASONS[reason],
-        )
-        for (fid, seq, first, start, end, vlan, ver, proto, src, sport, dst, dport, pkf, pkr,
-             byf, byr, ipf, ipr, plf, plr, flf, flr, state, app, source, encap, reason) in rows
-    ]  # fmt: skip
+def record_factory() -> RecordFactory:
+    """Arguments of ``Core.set_record_factory``: the core then builds ``FlowRecord`` objects
+    itself, so no Python runs per record."""
+    return (FlowRecord, RECORD_FIELDS, TCP_STATES, APP_LABELS, APP_SOURCES, _ENCAPS,
+            FLOW_END_REASONS, addr_text)  # fmt: skip
