@@ -26,6 +26,7 @@ from trafficguard import __version__
 from trafficguard.config import Config, load_config
 from trafficguard.errors import ConfigError, StoreError, TrafficguardError
 from trafficguard.escalation import commands as escalation_commands
+from trafficguard.gc_tuning import tune_for_packet_loop
 from trafficguard.pipeline import Pipeline, ReplayDriver, ReplayProgress, ReplayResult
 from trafficguard.privacy.purger import StorePurger
 from trafficguard.sinks.logging import configure_logging, get_logger
@@ -475,6 +476,7 @@ def _replay(
 ) -> int:
     """``cmd_replay`` once its signal handler is installed (it restores it and the server)."""
     log.info("replay.started", count=len(args.files))
+    tune_for_packet_loop()
     try:
         result = driver.run(args.files)
     except StoreError as err:
