@@ -21,6 +21,7 @@
 
 #define NIL 0xFFFFFFFFu
 #define MAX_CAPLEN 262144
+#define GROUP 16 /* frames per prefetch group in feed_pcap */
 
 /* the order of flow/table.py LANE_NAMES; LANE_DNS: UDP with port 53 on either side */
 enum { LANE_TCP, LANE_EMB, LANE_CLOSING, LANE_UDP, LANE_ICMP, LANE_OTHER, LANE_DNS, NLANES };
@@ -72,6 +73,11 @@ typedef struct {
 _Static_assert(sizeof(flow_t) == 176, "flow slot grew");
 
 typedef struct {
+    uint32_t slot1; /* 1 + pool index, 0 = empty */
+    uint32_t hash;  /* the flow's key_hash, so probes compare it without the slot */
+} bucket_t;
+
+typedef struct {
     int64_t ts, wire_len, ip_len, frames;
     const uint8_t *src, *dst, *data;
     Py_ssize_t datalen, poff, plen;
@@ -85,7 +91,7 @@ typedef struct {
     PyObject_HEAD
     flow_t *pool;
     uint32_t pool_cap, pool_used, free_head, max_flows;
-    uint32_t *tab;
+    bucket_t *tab;
     uint32_t tab_mask;
     uint32_t head[NLANES], tail[NLANES];
     int64_t idle_ns[NLANES], active_ns;
@@ -381,32 +387,35 @@ static inline uint32_t key_hash(const fkey_t *k) {
     return (uint32_t)(h ^ (h >> 32));
 }
 
+/* Open addressing with linear probing; a bucket keeps the flow's hash next to its slot
+ * number, so probing past other flows, growing and deleting never touch their slots
+ * (with a million flows every slot access is a cache miss). */
 static uint32_t lookup(Core *c, const fkey_t *k, uint32_t h) {
     uint32_t i = h & c->tab_mask;
     for (;;) {
-        uint32_t e = c->tab[i];
-        if (e == 0) return NIL;
-        flow_t *f = &c->pool[e - 1];
-        if (f->hash == h && memcmp(&f->k, k, sizeof *k) == 0) return e - 1;
+        bucket_t e = c->tab[i];
+        if (e.slot1 == 0) return NIL;
+        if (e.hash == h && memcmp(&c->pool[e.slot1 - 1].k, k, sizeof *k) == 0) return e.slot1 - 1;
         i = (i + 1) & c->tab_mask;
     }
 }
 
-static void tab_put(uint32_t *tab, uint32_t mask, uint32_t h, uint32_t idx) {
+static void tab_put(bucket_t *tab, uint32_t mask, uint32_t h, uint32_t idx) {
     uint32_t i = h & mask;
-    while (tab[i]) i = (i + 1) & mask;
-    tab[i] = idx + 1;
+    while (tab[i].slot1) i = (i + 1) & mask;
+    tab[i].slot1 = idx + 1;
+    tab[i].hash = h;
 }
 
 static int tab_grow(Core *c) {
     uint32_t size = (c->tab_mask + 1) * 2;
-    uint32_t *tab = PyMem_RawCalloc(size, sizeof *tab);
+    bucket_t *tab = PyMem_RawCalloc(size, sizeof *tab);
     if (tab == NULL) {
         PyErr_NoMemory();
         return -1;
     }
     for (uint32_t i = 0; i <= c->tab_mask; i++)
-        if (c->tab[i]) tab_put(tab, size - 1, c->pool[c->tab[i] - 1].hash, c->tab[i] - 1);
+        if (c->tab[i].slot1) tab_put(tab, size - 1, c->tab[i].hash, c->tab[i].slot1 - 1);
     PyMem_RawFree(c->tab);
     c->tab = tab;
     c->tab_mask = size - 1;
@@ -415,19 +424,20 @@ static int tab_grow(Core *c) {
 
 static void tab_del(Core *c, uint32_t idx) {
     uint32_t mask = c->tab_mask, i = c->pool[idx].hash & mask;
-    while (c->tab[i] != idx + 1) i = (i + 1) & mask;
+    while (c->tab[i].slot1 != idx + 1) i = (i + 1) & mask;
     uint32_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        if (c->tab[j] == 0) break;
-        uint32_t k = c->pool[c->tab[j] - 1].hash & mask;
+        if (c->tab[j].slot1 == 0) break;
+        uint32_t k = c->tab[j].hash & mask;
         /* move entry j back to the hole at i unless its home lies cyclically in (i, j] */
         if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
             c->tab[i] = c->tab[j];
             i = j;
         }
     }
-    c->tab[i] = 0;
+    c->tab[i].slot1 = 0;
+    c->tab[i].hash = 0;
 }
 
 static void lane_unlink(Core *c, flow_t *f) {
@@ -1106,24 +1116,37 @@ static int start_flow(Core *c, const pkt_t *p, const fkey_t *k, uint32_t h, int 
     return 0;
 }
 
-static int update(Core *c, const pkt_t *p) {
-    fkey_t k;
+/* The canonical key of a packet's flow; returns 1 when the source is the key's a side. */
+static int make_key(const pkt_t *p, fkey_t *k) {
     int alen = p->v6 ? 16 : 4, a_side;
-    memset(&k, 0, sizeof k);
+    memset(k, 0, sizeof *k);
     int cmp = memcmp(p->src, p->dst, alen);
     if (cmp < 0 || (cmp == 0 && p->sport <= p->dport)) {
-        memcpy(k.a, p->src, alen); memcpy(k.b, p->dst, alen);
-        k.pa = p->sport; k.pb = p->dport;
+        memcpy(k->a, p->src, alen); memcpy(k->b, p->dst, alen);
+        k->pa = p->sport; k->pb = p->dport;
         a_side = 1;
     } else {
-        memcpy(k.a, p->dst, alen); memcpy(k.b, p->src, alen);
-        k.pa = p->dport; k.pb = p->sport;
+        memcpy(k->a, p->dst, alen); memcpy(k->b, p->src, alen);
+        k->pa = p->dport; k->pb = p->sport;
         a_side = 0;
     }
-    k.vlan = p->vlan;
-    k.proto = p->proto;
-    k.v6 = p->v6;
-    uint32_t h = key_hash(&k);
+    k->vlan = p->vlan;
+    k->proto = p->proto;
+    k->v6 = p->v6;
+    return a_side;
+}
+
+static int update_keyed(Core *c, const pkt_t *p, const fkey_t *kp, uint32_t h, int a_side);
+
+static int update(Core *c, const pkt_t *p) {
+    fkey_t k;
+    int a_side = make_key(p, &k);
+    return update_keyed(c, p, &k, key_hash(&k), a_side);
+}
+
+/* update() for a packet whose key and hash are already made (feed_pcap's groups) */
+static int update_keyed(Core *c, const pkt_t *p, const fkey_t *kp, uint32_t h, int a_side) {
+    fkey_t k = *kp;
     c->packets += p->frames;
     uint32_t idx = lookup(c, &k, h);
     if (idx == NIL) return start_flow(c, p, &k, h, a_side);
@@ -1302,36 +1325,64 @@ static PyObject *Core_feed_pcap(Core *c, PyObject *args) {
     int status = S_FULL;
     long long last_ts = 0, wire = 0;
     PyObject *slow = NULL;
-    pkt_t p;
-    p.linktype = linktype;
-    while (done < max_frames) {
-        if (off + 16 > n) { status = S_MORE; break; }
-        const uint8_t *h = b + off;
-        uint32_t caplen = rd32(h + 8, big);
-        if (caplen > MAX_CAPLEN) { status = S_BAD; break; }
-        if (off + 16 + (Py_ssize_t)caplen > n) { status = S_MORE; break; }
-        int64_t ts = (int64_t)rd32(h, big) * 1000000000 + (int64_t)rd32(h + 4, big) * frac_ns;
-        int64_t wl = rd32(h + 12, big);
-        const uint8_t *d = h + 16;
-        off += 16 + caplen;
-        done++;
-        last_ts = ts;
-        wire += wl;
-        p.ts = ts;
-        p.wire_len = wl;
-        if (decode(c, &p, d, caplen)) {
-            slow = frame_tuple(ts, linktype, d, caplen, wl);
-            if (slow == NULL) goto fail;
-            status = S_SLOW;
-            break;
+    /* Frames go in groups: frame and decode up to GROUP, make their keys and prefetch
+     * their hash buckets, then their flow slots, then update the table in frame order.
+     * With a table far larger than the caches the misses of a group overlap instead of
+     * being paid one after another; decode reads no table state, so the records are
+     * exactly those of one-at-a-time updates. */
+    pkt_t ps[GROUP];
+    fkey_t ks[GROUP];
+    uint32_t hs[GROUP];
+    int sides[GROUP];
+    while (done < max_frames && status == S_FULL) {
+        int g = 0;
+        while (g < GROUP && done < max_frames) {
+            if (off + 16 > n) { status = S_MORE; break; }
+            const uint8_t *h = b + off;
+            uint32_t caplen = rd32(h + 8, big);
+            if (caplen > MAX_CAPLEN) { status = S_BAD; break; }
+            if (off + 16 + (Py_ssize_t)caplen > n) { status = S_MORE; break; }
+            int64_t ts = (int64_t)rd32(h, big) * 1000000000 + (int64_t)rd32(h + 4, big) * frac_ns;
+            int64_t wl = rd32(h + 12, big);
+            const uint8_t *d = h + 16;
+            off += 16 + caplen;
+            done++;
+            last_ts = ts;
+            wire += wl;
+            pkt_t *p = &ps[g];
+            p->linktype = linktype;
+            p->ts = ts;
+            p->wire_len = wl;
+            if (decode(c, p, d, caplen)) { /* updates before it first, then Python */
+                slow = frame_tuple(ts, linktype, d, caplen, wl);
+                if (slow == NULL) goto fail;
+                status = S_SLOW;
+                break;
+            }
+            sides[g] = make_key(p, &ks[g]);
+            hs[g] = key_hash(&ks[g]);
+            __builtin_prefetch(&c->tab[hs[g] & c->tab_mask]);
+            g++;
         }
-        c->fast_frames++;
-        if (update(c, &p) < 0) goto fail;
+        for (int j = 0; j < g; j++) {
+            bucket_t e = c->tab[hs[j] & c->tab_mask];
+            if (e.slot1) {
+                const char *slot = (const char *)&c->pool[e.slot1 - 1];
+                __builtin_prefetch(slot);
+                __builtin_prefetch(slot + 64);
+                __builtin_prefetch(slot + 128);
+            }
+        }
+        for (int j = 0; j < g; j++) {
+            c->fast_frames++;
+            if (update_keyed(c, &ps[j], &ks[j], hs[j], sides[j]) < 0) goto fail;
+        }
     }
     PyBuffer_Release(&buf);
     if (slow == NULL) { slow = Py_None; Py_INCREF(slow); }
     return Py_BuildValue("(nniLLN)", off, done, status, last_ts, wire, slow);
 fail:
+    Py_XDECREF(slow); /* made before an earlier frame of its group failed */
     PyBuffer_Release(&buf);
     return NULL;
 }
@@ -1910,7 +1961,7 @@ static int Core_init(Core *c, PyObject *args, PyObject *kw) {
     c->pool_cap = c->max_flows < 1024 ? c->max_flows : 1024;
     c->pool = PyMem_RawMalloc((size_t)c->pool_cap * sizeof(flow_t));
     c->tab_mask = 2047;
-    c->tab = PyMem_RawCalloc(c->tab_mask + 1, sizeof(uint32_t));
+    c->tab = PyMem_RawCalloc(c->tab_mask + 1, sizeof(bucket_t));
     c->records = PyList_New(0);
     if (c->pool == NULL || c->tab == NULL) {
         PyErr_NoMemory();
