@@ -8,7 +8,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "trafficguard"
 
 # Earlier stages first. A module in stage i may import trafficguard.<stage j> only for j <= i.
-# errors/config/clock are shared foundations; pipeline/daemon/cli wire everything.
+# errors/config/clock/gc_tuning are shared foundations; pipeline/daemon/cli wire everything.
 ORDER = [
     "capture",
     "decode",
@@ -21,7 +21,7 @@ ORDER = [
     "escalation",
     "sinks",
 ]
-FOUNDATION = {"errors", "config", "clock", "__init__"}
+FOUNDATION = {"errors", "config", "clock", "gc_tuning", "__init__"}
 WIRING = {"pipeline", "daemon", "cli", "wiring", "__main__"}
 
 

@@ -10,8 +10,9 @@
  *
  * Memory: flows live in a pool of fixed 176-byte slots (indices stay stable while a flow
  * is open; freed slots are reused first, so resident pages follow the peak number of open
- * flows, not the file length) and an open-addressing hash table of uint32 slot numbers
- * (linear probing, backward-shift deletion, load <= 1/2). Each of the seven idle-timeout
+ * flows, not the file length) and an open-addressing hash table of 8-byte buckets (slot
+ * number and flow hash; linear probing, backward-shift deletion, load <= 1/2). feed_pcap
+ * works in groups of GROUP frames, prefetching buckets and slots. Each of the seven idle-timeout
  * lanes is a doubly linked LRU list threaded through the slots.
  */
 #define PY_SSIZE_T_CLEAN
