@@ -22,7 +22,7 @@ Each runs under ``/usr/bin/time -f "%e %M"`` for peak RSS; seconds are measured 
 child with ``time.perf_counter`` because ``%e`` has only 10 ms resolution.
 The workload comes from ``bench/make_workload.py`` (the shared generator, copied) and is generated if missing.
 
-Usage: bench/replay_bench.py [--packets N] [--pcap FILE] [--workdir DIR] [--json]
+Usage: bench/replay_bench.py [--packets N] [--pcap FILE] [--workdir DIR] [--repeat N] [--json]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -61,6 +62,7 @@ class Result:
     peak_rss_mb: float
     vs_softflowd: float | None
     error: str = ""
+    runs: int = 1  # rounds behind the row (seconds: their median)
 
 
 def count_packets(path: Path) -> int:
@@ -216,23 +218,43 @@ def run_one(tool: str, cmd: list[str], packets: int, tmp: Path) -> Result:
     return Result(tool, True, seconds, packets / seconds, rss_kb / 1024, None)
 
 
-def run_bench(pcap: Path, tools: tuple[str, ...] = TOOLS) -> tuple[int, list[Result]]:
-    """Time every tool on ``pcap`` in one go; fill in the ratio to softflowd."""
+def run_bench(pcap: Path, tools: tuple[str, ...] = TOOLS,
+              repeat: int = 1) -> tuple[int, list[Result]]:
+    """Time every tool on ``pcap``, ``repeat`` rounds of all tools back to back.
+
+    On a shared machine one slow moment can land on any tool; with rounds, a tool's row
+    is its median seconds (peak RSS: the largest), and its ratio to softflowd is the
+    median of the per-round ratios, each from two runs minutes apart at most.
+    """
     packets = count_packets(pcap)
+    rounds: list[dict[str, Result]] = []
     with tempfile.TemporaryDirectory(prefix="tg-bench-") as d:
         tmp = Path(d)
         cmds = commands(pcap, tmp)
-        results = [run_one(t, cmds[t], packets, tmp) for t in tools]
-    ref = next((r for r in results if r.tool == "softflowd" and r.ok), None)
-    if ref is not None:
-        for r in results:
-            r.vs_softflowd = r.rate_pps / ref.rate_pps if r.ok else None
+        for _ in range(max(repeat, 1)):
+            rounds.append({t: run_one(t, cmds[t], packets, tmp) for t in tools})
+    results = []
+    for tool in tools:
+        runs = [r[tool] for r in rounds]
+        failed = next((x for x in runs if not x.ok), None)
+        if failed is not None:
+            results.append(failed)
+            continue
+        seconds = statistics.median(x.seconds for x in runs)
+        row = Result(tool, True, seconds, packets / seconds, max(x.peak_rss_mb for x in runs),
+                     None, runs=len(runs))  # fmt: skip
+        ratios = [r[tool].rate_pps / r["softflowd"].rate_pps for r in rounds
+                  if "softflowd" in r and r["softflowd"].ok]  # fmt: skip
+        if ratios:
+            row.vs_softflowd = statistics.median(ratios)
+        results.append(row)
     return packets, results
 
 
 def print_table(pcap: Path, packets: int, results: list[Result]) -> None:
     """Human-readable table on stdout."""
-    print(f"{packets} packets in {pcap}")
+    runs = max((r.runs for r in results), default=1)
+    print(f"{packets} packets in {pcap}" + (f", median of {runs} rounds" if runs > 1 else ""))
     print(f"{'tool':<21} {'seconds':>9} {'packets/s':>12} {'peak RSS MB':>12} {'x softflowd':>12}")
     for r in results:
         if not r.ok:
@@ -251,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=REPO / "bench" / "work")
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of all tools; rows are medians (default 1)")
     ap.add_argument("--dpkt-loop", type=Path, help=argparse.SUPPRESS)  # child mode
     args = ap.parse_args(argv)
     if args.dpkt_loop:
@@ -261,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown tools: {sorted(unknown)}")
     pcap = (args.pcap or ensure_workload(args.packets, args.workdir)).resolve()
-    packets, results = run_bench(pcap, tools)
+    packets, results = run_bench(pcap, tools, args.repeat)
     if args.json:
         doc = {"pcap": str(pcap), "packets": packets, "results": [asdict(r) for r in results]}
         print(json.dumps(doc, indent=2))
