@@ -50,34 +50,25 @@ class JsonlSink:
         return prefix
 
     def write(self, records: Sequence[msgspec.Struct]) -> None:
-        """Encode a batch and hand it to the (buffered) file.
-
-        Runs of records of one kind are encoded in one ``encode_lines`` call and the
-        ``"kind"`` member is spliced in after each line's ``{`` (a JSON string never holds
-        a raw newline, so every ``\\n{`` is a line start); records without fields, where
-        that splice would leave ``{"kind":"x",}``, go one at a time.
-        """
+        """Encode a batch and hand it to the (buffered) file."""
         if self._closed:
             raise StoreError(f"{self.path}: sink is closed")
         buf = self._buf
+        encode_into = self._encoder.encode_into
         written = self.records_written
-        i, n = 0, len(records)
-        while i < n:
-            cls = type(records[i])
-            j = i + 1
-            while j < n and type(records[j]) is cls:
-                j += 1
-            kind: str = cls.kind  # type: ignore[attr-defined]
-            prefix = self._prefix(kind)
-            run = records[i:j]
-            if cls.__struct_fields__:
-                lines = self._encoder.encode_lines(run)
-                buf += prefix
-                buf += lines[1:].replace(b"\n{", b"\n" + prefix)
+        for rec in records:
+            kind: str = type(rec).kind  # type: ignore[attr-defined]
+            buf += self._prefix(kind)
+            start = len(buf) - 1
+            # the record's own "{" overwrites our trailing ","; put the comma back
+            encode_into(rec, buf, start)
+            if len(buf) == start + 2:  # "{}": a record without fields
+                del buf[start:]
+                buf += b"}"
             else:
-                buf += (prefix[:-1] + b"}\n") * (j - i)
-            written[kind] = written.get(kind, 0) + (j - i)
-            i = j
+                buf[start] = 0x2C
+            buf += b"\n"
+            written[kind] = written.get(kind, 0) + 1
         try:
             self._file.write(buf)
         except OSError as err:
