@@ -78,7 +78,12 @@ class FlowConfig(_Section):
     active_timeout_s: float = Field(
         1800.0, gt=0, description="long flows emit an interim record this often"
     )
-    expiry_scan_per_tick: int = Field(1000, ge=1, description="flows examined per expiry tick")
+    expiry_scan_per_tick: int = Field(
+        1000,
+        ge=1,
+        description="flows examined per expiry tick on top of the flows started since the "
+        "previous tick (so expiry keeps up with any arrival rate)",
+    )
     tick_interval_s: float = Field(
         1.0, gt=0, description="packet-time interval between expiry ticks"
     )

@@ -286,11 +286,29 @@ def test_eviction_picks_oldest_across_protocols() -> None:
 def test_expiry_scan_is_bounded_per_tick() -> None:
     table = FlowTable(cfg(expiry_scan_per_tick=3))
     table.update_batch([pkt(0.0, CLIENT, SERVER, 1000 + i, 53, PROTO_UDP) for i in range(7)])
+    table.tick(T0 + 1 * S)  # nothing idle yet; the 7 starts are accounted to this tick
+    assert table.take_records() == []
     ended = []
     for _ in range(3):
         table.tick(T0 + 100 * S)
         ended.append(len(table.take_records()))
     assert ended == [3, 3, 1]
+
+
+def test_expiry_keeps_up_with_more_starts_per_tick_than_the_scan_bound() -> None:
+    """50 one-packet flows start per 1 s tick against a bound of 10: the open flows stay
+    at one idle timeout's worth instead of growing with the capture's length."""
+    table = FlowTable(cfg(expiry_scan_per_tick=10))
+    open_after = []
+    for second in range(60):
+        table.update_batch([pkt(second + i / 100, CLIENT, SERVER, 1024 + second * 50 + i, 53,
+                                PROTO_UDP) for i in range(50)])  # fmt: skip
+        table.tick(T0 + (second + 1) * S)
+        table.take_records()
+        open_after.append(table.stats.active)
+    timeout = int(cfg().idle_timeout_s.dns)
+    assert max(open_after[2 * timeout :]) <= (timeout + 1) * 50
+    assert open_after[-1] == open_after[2 * timeout]
 
 
 def test_same_packets_twice_give_identical_records() -> None:

@@ -100,6 +100,7 @@ typedef struct {
     uint8_t port_tab[3][65536]; /* TCP, UDP, SCTP -> label or L_NONE */
     uint8_t tunnel_port[65536];  /* UDP destination ports decoded as tunnels (slow path) */
     int64_t active, started, evicted, interim, ended[NREASONS], packets, fast_frames;
+    int64_t started_at_tick; /* `started` at the last tick (the expiry budget) */
     int64_t app_pk[NLABELS][2], app_by[NLABELS][2];
     PyObject *records;  /* list of record tuples */
     PyObject *callback; /* hooks: callback(event, slot, packet_or_frame, arg) or None */
@@ -1628,7 +1629,10 @@ fail:
 static PyObject *Core_tick(Core *c, PyObject *arg) {
     long long now = PyLong_AsLongLong(arg);
     if (now == -1 && PyErr_Occurred()) return NULL;
-    long long budget = c->scan_per_tick;
+    /* the budget grows with the flows started since the last tick: expiry keeps up with
+     * any arrival rate (flow/table.py FlowTable.tick) */
+    long long budget = c->scan_per_tick + (c->started - c->started_at_tick);
+    c->started_at_tick = c->started;
     uint32_t first = c->next_lane;
     c->next_lane = (first + 1) % NLANES;
     for (int i = 0; i < NLANES; i++) {

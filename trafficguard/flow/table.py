@@ -106,6 +106,7 @@ class FlowTable:
         self._records: list[FlowRecord] = []
         self._hooks: tuple[FlowHook, ...] = ()
         self._next_lane = 0
+        self._started_at_tick = 0  # stats.started at the last tick (the expiry budget)
         self.stats = FlowStats(cfg.max_flows, self._apps.values())
 
     def add_hook(self, hook: FlowHook) -> None:
@@ -331,12 +332,18 @@ class FlowTable:
 
     # -- expiry ----------------------------------------------------------------------
     def tick(self, now_ns: int) -> None:
-        """End flows idle past their lane's timeout, examining at most expiry_scan_per_tick.
+        """End flows idle past their lane's timeout, examining a bounded number of flows.
 
-        Lanes are LRU-ordered, so a lane's scan stops at its first live flow; the lane
-        scanned first rotates so that one busy lane cannot starve the others.
+        The bound is expiry_scan_per_tick plus the flows started since the last tick: a
+        fixed bound alone falls behind once more flows start per tick than it allows
+        (1 500 one-query DNS flows a second against 1 000 per 1 s tick), and the open
+        flows then grow with the capture's length. Lanes are LRU-ordered, so a lane's
+        scan stops at its first live flow; the lane scanned first rotates so that one
+        busy lane cannot starve the others.
         """
-        budget = self._scan_per_tick
+        started = self.stats.started
+        budget = self._scan_per_tick + started - self._started_at_tick
+        self._started_at_tick = started
         lanes = self._lanes
         idle_ns = self._idle_ns
         first = self._next_lane
