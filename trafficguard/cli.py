@@ -3,6 +3,10 @@
 Each command is a small function; argument parsing, exit codes and terminal output
 live here, the work lives in the stages. Exit status: 0 success, 1 runtime failure
 (corrupt capture, store error), 2 usage or configuration error, 130 interrupted.
+
+Every invocation builds the whole parser, so this module imports only what that needs:
+each command imports its own machinery (configuration, pipeline, sinks, escalation)
+when it runs, and ``--help`` or a short replay does not pay for the others.
 """
 
 from __future__ import annotations
@@ -19,32 +23,23 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
-import msgspec
-from structlog.typing import FilteringBoundLogger
-
 from trafficguard import __version__
-from trafficguard.config import Config, load_config
 from trafficguard.errors import ConfigError, StoreError, TrafficguardError
-from trafficguard.escalation import commands as escalation_commands
+from trafficguard.escalation import cli_args as escalation_args
 from trafficguard.gc_tuning import tune_for_packet_loop
-from trafficguard.pipeline import Pipeline, ReplayDriver, ReplayProgress, ReplayResult
-from trafficguard.privacy.purger import StorePurger
-from trafficguard.sinks.logging import configure_logging, get_logger
-from trafficguard.sinks.metrics import MetricsServer
-from trafficguard.wiring import (
-    SinkOverrides,
-    build_context,
-    build_purger,
-    build_sinks,
-    build_stages,
-    sink_collectors,
-    start_metrics,
-)
 
 if TYPE_CHECKING:
+    import msgspec
+    from structlog.typing import FilteringBoundLogger
+
+    from trafficguard.config import Config
     from trafficguard.detect.alerts import AlertRecord
     from trafficguard.flow.records import FlowRecord
+    from trafficguard.pipeline import Pipeline, ReplayDriver, ReplayProgress, ReplayResult
+    from trafficguard.privacy.purger import StorePurger
+    from trafficguard.sinks.metrics import MetricsServer
     from trafficguard.voip.records import CallRecord, RegistrationRecord, RtpStreamRecord
+    from trafficguard.wiring import SinkOverrides
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -300,7 +295,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cp.add_argument("path", nargs="?", metavar="PATH", help="file to check (overrides --config)")
     cp.add_argument("--show", action="store_true", help="print the effective configuration as YAML")
     cp.set_defaults(func=cmd_check_config)
-    escalation_commands.register(sub)  # grant, keys, audit, evidence, reveal, retention, subject
+    escalation_args.register(sub)  # grant, keys, audit, evidence, reveal, retention, subject
     return parser
 
 
@@ -311,6 +306,8 @@ def _config_path(args: argparse.Namespace) -> str | None:
 
 def _load(args: argparse.Namespace) -> Config:
     """Load the configuration once per command."""
+    from trafficguard.config import load_config
+
     return load_config(_config_path(args))
 
 
@@ -413,6 +410,8 @@ def _print_summary(pipeline: Pipeline, result: ReplayResult, stream: TextIO) -> 
 
 def _sink_overrides(args: argparse.Namespace) -> SinkOverrides:
     """``--store``/``--no-store``/``--jsonl``/``--ipfix`` of ``replay`` and ``run``."""
+    from trafficguard.wiring import SinkOverrides
+
     return SinkOverrides(
         store=Path(args.store) if args.store else None,
         no_store=args.no_store,
@@ -423,6 +422,17 @@ def _sink_overrides(args: argparse.Namespace) -> SinkOverrides:
 
 # -- commands ---------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
+    from trafficguard.pipeline import Pipeline, ReplayDriver
+    from trafficguard.sinks.logging import get_logger
+    from trafficguard.wiring import (
+        build_context,
+        build_purger,
+        build_sinks,
+        build_stages,
+        sink_collectors,
+        start_metrics,
+    )
+
     cfg: Config = args.cfg
     log = get_logger("trafficguard.replay")
     sinks = build_sinks(cfg, _sink_overrides(args))
@@ -522,6 +532,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from trafficguard.capture.bpf import FilterError
     from trafficguard.capture.live import LiveCaptureError
     from trafficguard.daemon import Daemon, interfaces_or_error
+    from trafficguard.wiring import build_sinks
 
     cfg: Config = args.cfg
     live: dict[str, object] = {}
@@ -636,6 +647,8 @@ def _run_query(
 
 
 def _print_json(records: Sequence[msgspec.Struct]) -> None:
+    import msgspec
+
     enc = msgspec.json.Encoder()
     for rec in records:
         sys.stdout.write(enc.encode(rec).decode() + "\n")
@@ -816,6 +829,8 @@ RTP_TABLE = _Table(
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from trafficguard.config import load_config
+
     path = args.path or _config_path(args)
     cfg = load_config(path)
     if args.show:
@@ -832,6 +847,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    from trafficguard.sinks.logging import configure_logging  # structlog: not for --help
+
     try:
         if args.command == "check-config":
             configure_logging(level=args.log_level or "warning")

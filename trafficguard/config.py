@@ -11,7 +11,6 @@ import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trafficguard.errors import ConfigError
@@ -760,6 +759,8 @@ def load_config(path: str | Path | None) -> Config:
     """Load and validate a YAML file; ``None`` gives the documented defaults."""
     if path is None:
         return Config()
+    import yaml  # noqa: PLC0415 (only when there is a file to read)
+
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

@@ -37,11 +37,11 @@ from trafficguard.flow.table import FlowTable
 from trafficguard.privacy.keys import SensorKeys
 from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.memory import MemorySink
-from trafficguard.sinks.metrics import PipelineSnapshot
 from trafficguard.wiring import build_context, build_stages
 
 if TYPE_CHECKING:
     from trafficguard.fast.path import FastPath
+    from trafficguard.sinks.metrics import PipelineSnapshot
 
 RecordTransform = Callable[[Sequence[msgspec.Struct]], Sequence[msgspec.Struct]]
 FLUSH_CHUNK = 4096  # flows ended per step of the final flush (fast path)
@@ -326,6 +326,10 @@ class Pipeline:
 
     def snapshot(self) -> PipelineSnapshot:
         """Read every counter for the metrics collector (called from the scrape thread)."""
+        # imported here: the metrics module pulls in prometheus_client, which a replay
+        # with --no-metrics never needs
+        from trafficguard.sinks.metrics import PipelineSnapshot  # noqa: PLC0415
+
         st = self.flows.stats
         return PipelineSnapshot(
             capture_packets=self.capture_packets,

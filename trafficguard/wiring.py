@@ -16,33 +16,24 @@ from typing import TYPE_CHECKING, Any
 
 from trafficguard.config import Config, MetricsConfig
 from trafficguard.errors import ConfigError
-from trafficguard.escalation.audit import AuditLog
-from trafficguard.escalation.evidence import EvidenceError, load_x25519_public
-from trafficguard.escalation.policy import load_policy
-from trafficguard.flow.hooks import Stage
 from trafficguard.privacy.edge import PrivacyEdge
 from trafficguard.privacy.keys import SensorKeys, init_keys, load_keys
 from trafficguard.privacy.pseudonym import Pseudonymizer
-from trafficguard.privacy.purger import PurgeClock, StorePurger
-from trafficguard.privacy.retention import RetentionPolicy
-from trafficguard.sinks.base import RecordSink
-from trafficguard.sinks.ipfix import IpfixExporter
-from trafficguard.sinks.jsonl import JsonlSink
 from trafficguard.sinks.logging import get_logger
-from trafficguard.sinks.metrics import (
-    MetricsServer,
-    PipelineSnapshot,
-    build_registry,
-    start_metrics_server,
-)
-from trafficguard.sinks.sqlite import SqliteSink
 
 if TYPE_CHECKING:
+    from trafficguard.escalation.audit import AuditLog
     from trafficguard.escalation.gate import GateStage
+    from trafficguard.flow.hooks import Stage
+    from trafficguard.privacy.purger import PurgeClock, StorePurger
+    from trafficguard.sinks.base import RecordSink
+    from trafficguard.sinks.metrics import MetricsServer, PipelineSnapshot
 
 # Every record kind is registered in sinks/sqlite.py, whether or not its stage is enabled.
 # Stage classes are imported only when enabled: the detectors pull in numpy and
-# datasketches, which would otherwise cost start-up time on every command.
+# datasketches, which would otherwise cost start-up time on every command. Likewise the
+# escalation modules (cryptography, pydantic policy models), each sink (sqlite3,
+# prometheus_client) and the metrics server are imported only when configured.
 
 @dataclass(slots=True)
 class SensorContext:
@@ -80,6 +71,8 @@ def build_context(cfg: Config, keys: SensorKeys | None = None) -> SensorContext:
 
 def open_audit_log(cfg: Config, keys: SensorKeys) -> AuditLog:
     """The escalation audit log (``escalation.audit_log``), signed with the audit key."""
+    from trafficguard.escalation.audit import AuditLog  # noqa: PLC0415 (only when enabled)
+
     esc = cfg.escalation
     esc.audit_log.parent.mkdir(parents=True, exist_ok=True)
     return AuditLog(
@@ -94,7 +87,12 @@ def open_audit_log(cfg: Config, keys: SensorKeys) -> AuditLog:
 def build_gate(ctx: SensorContext) -> GateStage:
     """The escalation gate (``escalation.enabled``): policy validated here, so a bad
     policy or a missing analyst key stops start-up with the key path."""
-    from trafficguard.escalation.gate import GateStage  # noqa: PLC0415 (only when enabled)
+    from trafficguard.escalation.evidence import (  # noqa: PLC0415 (only when enabled)
+        EvidenceError,
+        load_x25519_public,
+    )
+    from trafficguard.escalation.gate import GateStage  # noqa: PLC0415
+    from trafficguard.escalation.policy import load_policy  # noqa: PLC0415
 
     esc = ctx.cfg.escalation
     if esc.analyst_public_key is None:
@@ -175,12 +173,18 @@ def build_sinks(
         if ov.store is not None:
             sqlite_cfg = sqlite_cfg.model_copy(update={"path": ov.store})
         if ov.store is not None or sqlite_cfg.enabled:
+            from trafficguard.sinks.sqlite import SqliteSink  # noqa: PLC0415 (only when used)
+
             sinks.append(("sqlite", SqliteSink(sqlite_cfg)))
     jsonl_path = ov.jsonl or (str(cfg.store.jsonl.path) if cfg.store.jsonl.enabled else None)
     if jsonl_path:
+        from trafficguard.sinks.jsonl import JsonlSink  # noqa: PLC0415
+
         sinks.append(("jsonl", JsonlSink(jsonl_path)))
     ipfix_cfg = cfg.export.ipfix.with_collector(ov.ipfix) if ov.ipfix else cfg.export.ipfix
     if ipfix_cfg.enabled:
+        from trafficguard.sinks.ipfix import IpfixExporter  # noqa: PLC0415
+
         sinks.append(("ipfix", IpfixExporter(ipfix_cfg)))
     return sinks
 
@@ -206,9 +210,14 @@ def build_purger(
     Purges are audited (``retention.purged``) when ``escalation.enabled``, in the same
     audit log as the gate. ``clock``: ``wall`` for the daemon, ``packet`` for replay.
     """
+    from trafficguard.sinks.sqlite import SqliteSink  # noqa: PLC0415 (only when used)
+
     store = next((s for _, s in sinks if isinstance(s, SqliteSink)), None)
     if store is None:
         return None
+    from trafficguard.privacy.purger import StorePurger  # noqa: PLC0415 (only with a store)
+    from trafficguard.privacy.retention import RetentionPolicy  # noqa: PLC0415
+
     opener: Callable[[], AuditLog] | None = None
     if cfg.escalation.enabled:
 
@@ -231,6 +240,11 @@ def start_metrics(
     listen: str | None = None,
 ) -> MetricsServer:
     """Serve ``/metrics`` and ``/healthz`` on ``listen`` (default ``metrics.listen``)."""
+    from trafficguard.sinks.metrics import (  # noqa: PLC0415 (prometheus_client, http.server)
+        build_registry,
+        start_metrics_server,
+    )
+
     mcfg = MetricsConfig(listen=listen) if listen else cfg.metrics
     host, port = mcfg.host_port
     server = start_metrics_server(host, port, build_registry(snapshot, extra))

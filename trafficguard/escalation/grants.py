@@ -42,6 +42,7 @@ from pydantic import (
 from trafficguard.config import format_validation_error
 from trafficguard.errors import EscalationError
 from trafficguard.escalation.audit import AuditLog
+from trafficguard.escalation.names import REVOCATION_FILE as REVOCATION_FILE  # noqa: PLC0414
 from trafficguard.escalation.policy import AutoRule, Policy, Purpose, Scope
 from trafficguard.privacy.pseudonym import (
     IPAddress,
@@ -52,7 +53,6 @@ from trafficguard.privacy.pseudonym import (
 
 NS_PER_S: Final = 1_000_000_000
 CANONICAL_PREFIX: Final = b"trafficguard-grant-v1\n"
-REVOCATION_FILE: Final = "revoked.yaml"
 
 RejectReason = Literal[
     "bad_signature",

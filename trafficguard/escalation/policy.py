@@ -22,19 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trafficguard.config import format_validation_error
 from trafficguard.errors import ConfigError
 
-Purpose = Literal[
-    "fraud",
-    "harassment",
-    "troubleshooting",
-    "customer_request",
-    "legal_process",
-    "attack_mitigation",
-]
-Scope = Literal["dns", "http", "tls", "sip", "smtp", "pcap"]
+# defined in an import-light module for the CLI parsers; re-exported here
+from trafficguard.escalation.names import PURPOSES as PURPOSES  # noqa: PLC0414
+from trafficguard.escalation.names import SCOPES as SCOPES  # noqa: PLC0414
+from trafficguard.escalation.names import Purpose as Purpose  # noqa: PLC0414
+from trafficguard.escalation.names import Scope as Scope  # noqa: PLC0414
+
 Severity = Literal["low", "medium", "high", "critical"]
 
-PURPOSES: Final[tuple[str, ...]] = get_args(Purpose)
-SCOPES: Final[tuple[str, ...]] = get_args(Scope)
 SEVERITY_RANK: Final = {name: i for i, name in enumerate(get_args(Severity))}
 LEGAL_PROCESS_MIN_APPROVERS: Final = 2
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from msgspec import Struct
-from prometheus_client.core import Metric
 
 from trafficguard.decode.packet import Packet
 from trafficguard.flow.state import Flow
+
+if TYPE_CHECKING:  # prometheus_client pulls in http.server: only a stage that reports needs it
+    from prometheus_client.core import Metric
 
 
 class FlowHook(Protocol):

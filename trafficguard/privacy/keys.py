@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from trafficguard.errors import PrivacyError
+from trafficguard.privacy.keynames import AUDIT_PRIVATE_NAME as AUDIT_PRIVATE_NAME  # noqa: PLC0414
+from trafficguard.privacy.keynames import AUDIT_PUBLIC_NAME as AUDIT_PUBLIC_NAME  # noqa: PLC0414
 
 PSEUDONYM_KEY_BYTES: Final = 32
-AUDIT_PRIVATE_NAME: Final = "audit-signing.key"
-AUDIT_PUBLIC_NAME: Final = "audit-signing.pub"
 _PSEUDONYM_RE: Final = re.compile(r"^pseudonym-([1-9][0-9]{0,5})\.key$")
 
 
