@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 from trafficguard import __version__
 from trafficguard.errors import ConfigError, StoreError, TrafficguardError
 from trafficguard.escalation import cli_args as escalation_args
-from trafficguard.gc_tuning import tune_for_packet_loop
+from trafficguard.gc_tuning import packet_loop_gc
 
 if TYPE_CHECKING:
     import msgspec
@@ -486,9 +486,9 @@ def _replay(
 ) -> int:
     """``cmd_replay`` once its signal handler is installed (it restores it and the server)."""
     log.info("replay.started", count=len(args.files))
-    tune_for_packet_loop()
     try:
-        result = driver.run(args.files)
+        with packet_loop_gc():
+            result = driver.run(args.files)
     except StoreError as err:
         _err(str(err))
         return EXIT_FAILURE

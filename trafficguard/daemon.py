@@ -59,7 +59,7 @@ from trafficguard.capture.live import (
 )
 from trafficguard.config import NS_PER_S, Config, load_config
 from trafficguard.errors import ConfigError, StoreError
-from trafficguard.gc_tuning import tune_for_packet_loop
+from trafficguard.gc_tuning import packet_loop_gc
 from trafficguard.pipeline import Pipeline
 from trafficguard.privacy.keys import SensorKeys
 from trafficguard.privacy.purger import StorePurger
@@ -212,9 +212,9 @@ class Worker:
         self.loss = SensorLossWatch(pipeline)
         capture.use_fast_path(pipeline.fast)  # ring blocks walked in C, in place
         self.out.put(("ready", self.index, capture.backend))
-        tune_for_packet_loop()
         try:
-            self._loop(capture, pipeline)
+            with packet_loop_gc():
+                self._loop(capture, pipeline)
             self._drain_sockets(capture, pipeline)
             self.loss.check(capture.counters(), 0, 0, time.time_ns())  # drops at the very end
             pipeline.finish()

@@ -12,17 +12,28 @@ steps.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 from typing import Final
 
 YOUNG_THRESHOLD: Final = 10_000  # net allocations between young collections (default 700)
 
 
-def tune_for_packet_loop() -> None:
-    """Freeze what exists now (it lives until exit) and collect young objects less often.
+@contextlib.contextmanager
+def packet_loop_gc() -> Iterator[None]:
+    """Around a packet loop: freeze what exists (it lives until exit anyway) and collect
+    young objects less often; afterwards unfreeze and restore the thresholds.
 
-    Call once the pipeline is built, right before the loop starts.
+    Unfreezing matters at exit: objects still frozen are never collected, and extension
+    modules that check for leaked instances at shutdown (nanobind, under datasketches)
+    then print warnings.
     """
+    before = gc.get_threshold()
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
+    gc.set_threshold(YOUNG_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
