@@ -388,6 +388,30 @@ def test_held_resumed_and_media_change() -> None:
     assert rec.final_code == 200 and rec.duration_ms == 29000.0
 
 
+def test_media_ports_follow_the_known_endpoints() -> None:
+    """media_port_known (the stage's cheap pre-test) holds exactly the ports of the known
+    SDP endpoints: added with each offer/answer, gone when the ended call is forgotten."""
+    t = tracker()
+    assert not any(t.media_port_known(p) for p in (49170, 3456))
+    feed(
+        t,
+        [
+            (0.0, req("INVITE", 1, body=OFFER)),
+            (1.0, resp(200, "INVITE", 1, to_tag="b1", body=ANSWER)),
+            (1.0, req("ACK", 1, to_tag="b1")),
+            (20.0, req("INVITE", 3, to_tag="b1", body=RESUME_NEW_PORT)),
+            (20.1, resp(200, "INVITE", 3, to_tag="b1", body=ANSWER.replace(b"3456", b"3460"))),
+            (30.0, req("BYE", 4, to_tag="b1")),
+        ],
+    )
+    assert all(t.media_port_known(p) for p in (49170, 3456, 49180, 3460))
+    assert not t.media_port_known(49171)
+    t.tick(100_000 * S)
+    assert t.take_records()
+    assert not t.media_known
+    assert not any(t.media_port_known(p) for p in (49170, 3456, 49180, 3460))
+
+
 def test_answered_call_without_bye_hits_max_duration() -> None:
     t = tracker(max_call_s=3600)
     feed(t, [(0.0, req("INVITE", 1)), (2.0, resp(200, "INVITE", 1, to_tag="b"))])

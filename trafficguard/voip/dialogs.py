@@ -269,6 +269,11 @@ class _Registration:
         self.last_code = 0
 
 
+def _endpoint_port(endpoint: str) -> int:
+    """The port of an ``addr:port`` / ``[v6]:port`` endpoint (``SdpMedia.endpoint``)."""
+    return int(endpoint.rpartition(":")[2])
+
+
 def _expires_of(msg: SipMessage) -> int:
     """Expiry of a REGISTER/200: first Contact ``expires`` param, else Expires, else -1."""
     for contact in msg.header_values("contact"):
@@ -323,6 +328,9 @@ class CallTracker:
         self._regs: dict[str, _Registration] = {}
         self._media_owner: dict[str, str] = {}
         self._media_rtpmap: dict[str, dict[int, tuple[str, int]]] = {}
+        # port -> how many known endpoints use it: a UDP flow whose ports are not here
+        # cannot be announced media, and needs no address text to find that out
+        self._media_ports: dict[int, int] = {}
         self._timers: list[tuple[int, int, str]] = []  # (deadline, seq, key) lazy heap
         self._timer_seq = 0
         self._out: list[CallRecord | RegistrationRecord] = []
@@ -356,6 +364,19 @@ class CallTracker:
         any RTP heuristic.
         """
         return self._media_owner.get(endpoint)
+
+    def media_port_known(self, port: int) -> bool:
+        """Whether some known SDP endpoint uses ``port`` (the cheap test before
+        ``media_owner``, which needs the endpoint's address text)."""
+        return port in self._media_ports
+
+    def _forget_media_port(self, endpoint: str) -> None:
+        port = _endpoint_port(endpoint)
+        left = self._media_ports[port] - 1
+        if left:
+            self._media_ports[port] = left
+        else:
+            del self._media_ports[port]
 
     def media_rtpmap(self, endpoint: str) -> dict[int, tuple[str, int]]:
         """Payload type -> (codec, clock rate) the SDP gave for ``addr:port`` ({} if none)."""
@@ -401,6 +422,7 @@ class CallTracker:
         self._regs.clear()
         self._media_owner.clear()
         self._media_rtpmap.clear()
+        self._media_ports.clear()
         self._timers.clear()
 
     # -- timers ----------------------------------------------------------------------------
@@ -420,6 +442,7 @@ class CallTracker:
                     if self._media_owner.get(endpoint) == token:
                         del self._media_owner[endpoint]
                         self._media_rtpmap.pop(endpoint, None)
+                        self._forget_media_port(endpoint)
                 return
             release, reason = _TIMEOUT_OUTCOME[call.state]
             self._end(call, deadline, release, reason)
@@ -470,6 +493,9 @@ class CallTracker:
                 continue
             if endpoint not in call.media:
                 call.media.append(endpoint)
+            if endpoint not in self._media_owner:
+                port = _endpoint_port(endpoint)
+                self._media_ports[port] = self._media_ports.get(port, 0) + 1
             self._media_owner[endpoint] = call.call_id_hash
             if m.rtpmap:
                 self._media_rtpmap[endpoint] = m.rtpmap

@@ -589,9 +589,11 @@ class VoipStage:
         if proto != PROTO_UDP:
             return
         tracker = self.tracker
-        if tracker.media_known:
+        known = tracker.media_port_known  # the four ports below, in either orientation
+        if known(dport) or known(sport) or known(dport - 1) or known(sport - 1):
             # the SDP endpoints this flow could be: its destination and source, then the
-            # RTCP port below each; address text is built once per side
+            # RTCP port below each; address text is built once per side, and only when
+            # one of those ports is announced at all
             a, pa, b, pb, _proto, _vlan = flow.endpoints()
             src_addr = addr_text(a)
             dst_addr = addr_text(b)
