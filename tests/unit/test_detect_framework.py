@@ -250,3 +250,68 @@ def test_default_detectors_have_unique_closed_set_names() -> None:
     names = [d.name for d in stage.detectors]
     assert len(names) == len(set(names)) >= 15
     assert all(n.replace("_", "").isalpha() and n.islower() for n in names)
+
+
+def test_space_saving_heaviest_is_top_one() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        ss: SpaceSaving[str] = SpaceSaving(4)
+        assert ss.heaviest() is None
+        for _ in range(rng.randrange(1, 30)):
+            ss.add(f"k{rng.randrange(8)}", rng.randrange(1, 4))  # many ties
+        assert ss.heaviest() == ss.top(1)[0]
+
+
+class HomeSubjects(ClearSubjects):
+    """10.0.0.0/8 is the subscribers' range (so inbound and volume detectors engage)."""
+
+    def is_subscriber(self, ip: str) -> bool:
+        return ip.startswith("10.")
+
+
+def test_flow_protos_promise_holds_for_default_detectors() -> None:
+    # A detector with flow_protos must do nothing with a flow of any other protocol: the
+    # stage skips those calls, so calling it directly must leave no state and no alert.
+    rng = random.Random(3)
+    residential = {"residential_networks": ["10.2.0.0/16"]}
+    cfg = DetectConfig.model_validate({"broadband": {"residential_smtp": residential}})
+    stage = DetectStage(cfg, HomeSubjects())
+    filtered = [d for d in stage.detectors if d.flow_protos is not None]
+    assert {d.name for d in filtered} >= {"syn_flood", "udp_flood", "icmp_flood", "port_scan"}
+    ports = [0, 19, 21, 22, 25, 53, 80, 110, 123, 143, 443, 1900, 3128, 5060, 8080, 11211]
+    payloads = [0, 0, 40, 400, 5000, 10**6]
+    flags = [0, 0x02, 0x12, 0x14, 0x18, 0x1A, 0x3F]
+    for d in filtered:
+        others = [p for p in (1, 6, 17, 47, 58, 132) if p not in (d.flow_protos or ())]
+        for i in range(3000):
+            rec = _flow(
+                proto=rng.choice(others), seq=rng.choice([0, 0, 1]),
+                src_addr=rng.choice(["10.2.0.5", "203.0.113.9", "198.51.100.7"]),
+                dst_addr=rng.choice(["10.1.0.9", f"10.1.{i % 250}.1", "192.0.2.1"]),
+                src_port=rng.choice(ports), dst_port=rng.choice(ports),
+                packets_fwd=rng.randrange(0, 5000), packets_rev=rng.randrange(0, 50),
+                bytes_fwd=rng.randrange(0, 10**7), bytes_rev=rng.randrange(0, 10**6),
+                payload_bytes_fwd=rng.choice(payloads), payload_bytes_rev=rng.choice(payloads),
+                tcp_flags_fwd=rng.choice(flags), tcp_flags_rev=rng.choice(flags),
+                start_ns=i * S // 10, end_ns=i * S // 10 + S, first_seen_ns=i * S // 10,
+            )  # fmt: skip
+            d.on_flow(rec)
+        assert d.state_keys() == 0 and d.evicted_keys() == 0, d.name
+    stage.finish(400 * S)
+    assert alerts_of(stage.take_records()) == []
+
+
+def test_stage_skips_flow_records_of_other_protocols() -> None:
+    class UdpOnly(CountingDetector):
+        name = "udp_only"
+        flow_protos = frozenset({17})
+
+    stage = DetectStage(
+        DetectConfig(), ClearSubjects(), lambda cfg, env: [UdpOnly(env), CountingDetector(env)]
+    )
+    udp_only, counting = stage.detectors
+    assert isinstance(udp_only, UdpOnly) and isinstance(counting, CountingDetector)
+    stage.on_records([_flow(proto=6), _flow(proto=17), _flow(proto=1), _flow(proto=17)])
+    assert udp_only.flows == 2
+    assert counting.flows == 4
+    assert stage.records_seen == 4

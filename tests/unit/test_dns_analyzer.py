@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from realdata import real_pcap
 
 from trafficguard.analyzers.dns import DnsAnalyzerStage, DnsSummarizer
-from trafficguard.analyzers.dns_features import DomainSplitter, histogram_entropy, name_entropy
+from trafficguard.analyzers.dns_features import (
+    DomainSplitter,
+    byte_histogram,
+    histogram_entropy,
+    name_entropy,
+)
 from trafficguard.analyzers.dns_message import DnsQuestion, parse_question
 from trafficguard.analyzers.dns_records import DnsSummaryRecord
 from trafficguard.config import Config, DnsAnalyzerConfig, parse_config
@@ -92,6 +100,15 @@ def test_entropy() -> None:
     assert name_entropy(b"abab") == pytest.approx(1.0)
     assert name_entropy(bytes(range(32))) == pytest.approx(5.0)
     assert histogram_entropy([8, 8, 0]) == pytest.approx(1.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80) | st.text("abc0123.-", max_size=80).map(str.encode))
+def test_byte_histogram_is_counter_order_and_entropy_unchanged(data: bytes) -> None:
+    # the summaries pool these counts into char_entropy: same keys, same order, same floats
+    histogram = byte_histogram(data)
+    assert list(histogram.items()) == list(Counter(data).items())
+    assert name_entropy(data) == histogram_entropy(Counter(data).values())
 
 
 class _Tokens:

@@ -12,14 +12,18 @@ because only port-53 packets reach it: every other packet returns after two int 
 from __future__ import annotations
 
 import struct
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Final, Protocol
 
 from msgspec import Struct
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from trafficguard.analyzers.dns_features import DomainSplitter, histogram_entropy, name_entropy
+from trafficguard.analyzers.dns_features import (
+    DomainSplitter,
+    byte_histogram,
+    counts_entropy,
+    histogram_entropy,
+)
 from trafficguard.analyzers.dns_message import (
     QTYPE_NAMES,
     RCODE_NAMES,
@@ -47,7 +51,13 @@ class DomainTokens(Protocol):
 
 
 class _PairStats:
-    """Running features of one client under one registered domain in one interval."""
+    """Running features of one client under one registered domain in one interval.
+
+    Most pairs see a message or two, and tens of thousands are open at once: containers
+    are made only when first needed (a response-only pair has no name sets), and the
+    few resolver addresses are a tuple, so an interval holds fewer objects for the
+    garbage collector to walk.
+    """
 
     __slots__ = (
         "chars",
@@ -80,11 +90,84 @@ class _PairStats:
         self.sub_chars_distinct = 0
         self.entropy_sum = self.entropy_max = 0.0
         self.query_bytes = self.response_bytes = self.response_max = 0
-        self.distinct: set[int] = set()
-        self.chars: Counter[int] = Counter()  # byte histogram of the distinct names below
-        self.servers: set[str] = set()
-        self.qtypes: dict[str, int] = {}
-        self.rcodes: dict[str, int] = {}
+        self.servers: tuple[str, ...] = ()  # distinct, at most MAX_SERVERS_PER_PAIR
+        self.distinct: set[int] | None = None  # hashes of the distinct names below
+        self.chars: dict[int, int] | None = None  # byte histogram of those names
+        self.qtypes: dict[str, int] | None = None
+        self.rcodes: dict[str, int] | None = None
+
+    def add_server(self, server: str) -> None:
+        """Remember a resolver (a tuple: most pairs ask one, and no more than 16 count)."""
+        servers = self.servers
+        if len(servers) < MAX_SERVERS_PER_PAIR and server not in servers:
+            self.servers = (*servers, server)
+
+    def add_response(self, rcode: int, size: int) -> None:
+        self.responses += 1
+        self.response_bytes += size
+        if size > self.response_max:  # noqa: PLR1730 (per message: a compare is cheaper than max())
+            self.response_max = size
+        name = RCODE_NAMES.get(rcode, "other")
+        rcodes = self.rcodes
+        if rcodes is None:
+            self.rcodes = {name: 1}
+        else:
+            rcodes[name] = rcodes.get(name, 0) + 1
+
+    def add_query(self, qtype: int, size: int, tcp: bool) -> None:
+        """Counts of a query; the name below the domain goes to ``add_name``."""
+        self.queries += 1
+        self.query_bytes += size
+        if tcp:
+            self.queries_tcp += 1
+        name = QTYPE_NAMES.get(qtype, "other")
+        qtypes = self.qtypes
+        if qtypes is None:
+            self.qtypes = {name: 1}
+        else:
+            qtypes[name] = qtypes.get(name, 0) + 1
+        if qtype in {10, 16}:  # NULL, TXT
+            self.txt_null += 1
+
+    def add_name(self, below: list[bytes], max_distinct: int) -> None:
+        """Lengths and entropy of the (non-empty) labels below the registered domain.
+
+        The byte histogram is made once: it gives the name's entropy and, for a name not
+        seen before, what is pooled into ``chars`` (in first-occurrence order, as
+        ``Counter.update`` would insert the bytes).
+        """
+        sub = b".".join(below).lower()
+        longest = max(map(len, below))
+        self.label_sum += longest
+        if longest > self.label_max:  # noqa: PLR1730 (per message: a compare is cheaper than max())
+            self.label_max = longest
+        size = len(sub)
+        self.sub_sum += size
+        if size > self.sub_max:  # noqa: PLR1730 (per message: a compare is cheaper than max())
+            self.sub_max = size
+        data = sub.replace(b".", b"")
+        histogram = byte_histogram(data)
+        entropy = counts_entropy(histogram.values(), len(data))
+        self.entropy_sum += entropy
+        if entropy > self.entropy_max:  # noqa: PLR1730 (per message: a compare is cheaper than max())
+            self.entropy_max = entropy
+        if not sub:
+            return
+        distinct = self.distinct
+        if distinct is None:
+            distinct = self.distinct = set()
+            self.chars = {}
+        if len(distinct) >= max_distinct:
+            return
+        h = hash(sub)
+        if h in distinct:
+            return
+        distinct.add(h)
+        self.sub_chars_distinct += size
+        chars = self.chars
+        assert chars is not None  # made with ``distinct``
+        for byte, count in histogram.items():
+            chars[byte] = chars.get(byte, 0) + count
 
 
 class DnsSummarizer:
@@ -125,45 +208,22 @@ class DnsSummarizer:
             self._interval = index
         registered, below = self._splitter.split(q.labels)
         key = (client, self._token(registered))
-        st = self._pairs.get(key)
+        pairs = self._pairs
+        st = pairs.get(key)
         if st is None:
-            if len(self._pairs) >= self.max_pairs:
+            if len(pairs) >= self.max_pairs:
                 self.pairs_dropped += 1
                 return
-            st = self._pairs[key] = _PairStats(ts_ns)
-        st.last_ns = max(st.last_ns, ts_ns)
-        if len(st.servers) < MAX_SERVERS_PER_PAIR:
-            st.servers.add(server)
+            st = pairs[key] = _PairStats(ts_ns)
+        elif ts_ns > st.last_ns:
+            st.last_ns = ts_ns
+        st.add_server(server)
         if q.is_response:
-            st.responses += 1
-            st.response_bytes += size
-            st.response_max = max(st.response_max, size)
-            rcode = RCODE_NAMES.get(q.rcode, "other")
-            st.rcodes[rcode] = st.rcodes.get(rcode, 0) + 1
+            st.add_response(q.rcode, size)
             return
-        st.queries += 1
-        st.query_bytes += size
-        if tcp:
-            st.queries_tcp += 1
-        qtype = QTYPE_NAMES.get(q.qtype, "other")
-        st.qtypes[qtype] = st.qtypes.get(qtype, 0) + 1
-        if q.qtype in (10, 16):
-            st.txt_null += 1
-        sub = b".".join(below).lower()
-        longest = max((len(label) for label in below), default=0)
-        st.label_sum += longest
-        st.label_max = max(st.label_max, longest)
-        st.sub_sum += len(sub)
-        st.sub_max = max(st.sub_max, len(sub))
-        entropy = name_entropy(sub.replace(b".", b""))
-        st.entropy_sum += entropy
-        st.entropy_max = max(st.entropy_max, entropy)
-        if sub and len(st.distinct) < self.max_distinct:
-            h = hash(sub)
-            if h not in st.distinct:
-                st.distinct.add(h)
-                st.sub_chars_distinct += len(sub)
-                st.chars.update(sub.replace(b".", b""))
+        st.add_query(q.qtype, size, tcp)
+        if below:  # no labels below the domain: nothing to measure (all zeros)
+            st.add_name(below, self.max_distinct)
 
     def close_due(self, now_ns: int) -> None:
         """Emit the open interval once packet time ``now_ns`` is past its end."""
@@ -176,17 +236,27 @@ class DnsSummarizer:
             return
         start = self._interval * self.interval_ns
         end = start + self.interval_ns
-        for (client, token), st in self._pairs.items():
-            summary_id = self._tokens.token(f"dns_summary|{client}|{token}|{start}")
-            self._out.append(
-                _to_record(summary_id, client, token, start, end, st, self.max_distinct)
-            )
+        token = self._tokens.token
+        max_distinct = self.max_distinct
+        append = self._out.append
+        for (client, domain), st in self._pairs.items():
+            summary_id = token(f"dns_summary|{client}|{domain}|{start}")
+            append(_to_record(summary_id, client, domain, start, end, st, max_distinct))
         self.summaries += len(self._pairs)
         self._pairs = {}
 
     def take_records(self) -> list[DnsSummaryRecord]:
         out, self._out = self._out, []
         return out
+
+
+def _sorted_counts(counts: dict[str, int] | None) -> dict[str, int]:
+    """``counts`` by key for the record; the pair is dropped after, so the record may own it."""
+    if counts is None:
+        return {}
+    if len(counts) == 1:
+        return counts
+    return dict(sorted(counts.items()))
 
 
 def _to_record(
@@ -199,6 +269,9 @@ def _to_record(
     max_distinct: int,
 ) -> DnsSummaryRecord:
     q = st.queries
+    responses = st.responses
+    distinct = 0 if st.distinct is None else len(st.distinct)
+    chars = st.chars
     span_s = max((st.last_ns - st.first_ns) / NS_PER_S, 1.0)
     return DnsSummaryRecord(
         summary_id=summary_id,
@@ -210,11 +283,11 @@ def _to_record(
         domain_token=token,
         servers=len(st.servers),
         queries=q,
-        responses=st.responses,
+        responses=responses,
         queries_tcp=st.queries_tcp,
         query_rate_per_s=round(q / span_s, 3),
-        distinct_subdomains=len(st.distinct),
-        distinct_capped=len(st.distinct) >= max_distinct,
+        distinct_subdomains=distinct,
+        distinct_capped=distinct >= max_distinct,
         label_len_mean=round(st.label_sum / q, 2) if q else 0.0,
         label_len_max=st.label_max,
         subdomain_len_mean=round(st.sub_sum / q, 2) if q else 0.0,
@@ -222,13 +295,13 @@ def _to_record(
         subdomain_chars_distinct=st.sub_chars_distinct,
         entropy_mean=round(st.entropy_sum / q, 3) if q else 0.0,
         entropy_max=round(st.entropy_max, 3),
-        char_entropy=round(histogram_entropy(st.chars.values()), 3),
+        char_entropy=0.0 if chars is None else round(histogram_entropy(chars.values()), 3),
         txt_null_share=round(st.txt_null / q, 3) if q else 0.0,
-        qtypes=dict(sorted(st.qtypes.items())),
-        rcodes=dict(sorted(st.rcodes.items())),
+        qtypes=_sorted_counts(st.qtypes),
+        rcodes=_sorted_counts(st.rcodes),
         query_bytes=st.query_bytes,
         response_bytes=st.response_bytes,
-        response_bytes_mean=round(st.response_bytes / st.responses, 1) if st.responses else 0.0,
+        response_bytes_mean=round(st.response_bytes / responses, 1) if responses else 0.0,
         response_bytes_max=st.response_max,
     )
 

@@ -30,21 +30,29 @@ _TO_HOST: Final = bytes(
 def histogram_entropy(counts: Iterable[int]) -> float:
     """Shannon entropy in bits per symbol of a symbol histogram (0.0 when empty)."""
     values = [c for c in counts if c]
-    n = sum(values)
+    return counts_entropy(values, sum(values))
+
+
+def counts_entropy(counts: Iterable[int], n: int) -> float:
+    """``histogram_entropy`` of non-zero ``counts`` that sum to ``n`` (known by the caller)."""
     if n == 0:
         return 0.0
     log2 = math.log2
     total = 0.0
-    for c in values:  # the same terms, in the same order, as sum() over c / n * log2(c / n)
+    for c in counts:  # the same terms, in the same order, as sum() over c / n * log2(c / n)
         p = c / n
         total += p * log2(p)
     return max(0.0, -total)
 
 
+def byte_histogram(data: bytes) -> dict[int, int]:
+    """Byte -> count in first-occurrence order, as ``Counter(data)`` gives them (cheaper)."""
+    return {b: data.count(b) for b in dict.fromkeys(data)}
+
+
 def name_entropy(data: bytes) -> float:
     """Shannon entropy of ``data`` in bits per byte (0.0 for an empty name)."""
-    # byte counts in first-occurrence order, as Counter(data) would give them
-    return histogram_entropy([data.count(b) for b in dict.fromkeys(data)])
+    return counts_entropy(byte_histogram(data).values(), len(data))
 
 
 class DomainSplitter:
@@ -65,10 +73,11 @@ class DomainSplitter:
         """``("example.co.uk", [b"a1b2", b"c3"])``; ``("", [])`` for the root."""
         if not labels:
             return "", []
-        key = hash(tuple(labels[-MAX_SUFFIX_LABELS:]))  # the split depends on no more
+        last = labels[-MAX_SUFFIX_LABELS:]
+        key = hash(tuple(last))  # the split depends on no more
         n = self._labels.get(key)
         if n is None:
-            tail = [label.translate(_TO_HOST) for label in labels[-MAX_SUFFIX_LABELS:]]
+            tail = [label.translate(_TO_HOST) for label in last]
             parts = self._extract(b".".join(tail).decode("ascii"))
             if parts.suffix and parts.domain:
                 n = parts.suffix.count(".") + 2
@@ -80,5 +89,6 @@ class DomainSplitter:
                 self._labels.clear()
             self._labels[key] = n
         n = min(n, len(labels))  # never more than the labels joined above
-        registered = b".".join([label.translate(_TO_HOST) for label in labels[-n:]])
+        to_host = _TO_HOST
+        registered = b".".join([label.translate(to_host) for label in labels[-n:]])
         return registered.decode("ascii"), labels[:-n]

@@ -21,7 +21,9 @@ Rules for implementers:
   alert id; ``source``/``target`` are raw addresses (the manager pseudonymizes subscriber
   addresses) or pseudonyms already; ``evidence`` holds counts, rates, ratios, thresholds
   and closed-set tokens only — never payload, names, numbers or addresses;
-* ``rule`` is the rule in words an analyst understands, with the thresholds it crossed.
+* ``rule`` is the rule in words an analyst understands, with the thresholds it crossed;
+* a detector whose ``on_flow`` acts on a few IP protocols only says so in ``flow_protos``,
+  so the stage skips the call for every other flow record.
 """
 
 from __future__ import annotations
@@ -82,6 +84,13 @@ class Detector:
     """Base class of every detector; override the inputs you need (see module docstring)."""
 
     name: ClassVar[str] = "detector"  # closed-set token: alert.detector and metric label
+
+    flow_protos: frozenset[int] | None = None
+    """IP protocols whose flow records ``on_flow`` can act on (None: every protocol).
+
+    A promise that ``on_flow`` returns at once, with no effect, for any other protocol:
+    the stage then never calls it for those records. Set it only when that is so.
+    """
 
     def __init__(self, env: DetectorEnv) -> None:
         self.env = env

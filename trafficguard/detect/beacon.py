@@ -90,6 +90,7 @@ class BeaconDetector(Detector):
     """RITA-style beacon score per (source, destination) over connection starts and sizes."""
 
     name = "beaconing"
+    flow_protos = frozenset({PROTO_TCP, PROTO_UDP})
 
     def __init__(self, env: DetectorEnv, cfg: BeaconingConfig) -> None:
         super().__init__(env)

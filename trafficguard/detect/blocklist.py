@@ -18,11 +18,12 @@ from trafficguard.flow.records import FlowRecord
 class PrefixTable:
     """Prefixes by (version, length) -> set of network ints; longest match wins."""
 
-    __slots__ = ("_lengths", "_nets", "bad_lines")
+    __slots__ = ("_lengths", "_nets", "_size", "bad_lines")
 
     def __init__(self) -> None:
         self._nets: dict[tuple[int, int], set[int]] = {}
         self._lengths: dict[int, tuple[int, ...]] = {4: (), 6: ()}
+        self._size = 0  # distinct entries: asked per flow record, so kept, not summed
         self.bad_lines = 0
 
     def add(self, text: str) -> bool:
@@ -31,7 +32,10 @@ class PrefixTable:
         except ValueError:
             self.bad_lines += 1
             return False
-        self._nets.setdefault((net.version, net.prefixlen), set()).add(int(net.network_address))
+        nets = self._nets.setdefault((net.version, net.prefixlen), set())
+        before = len(nets)
+        nets.add(int(net.network_address))
+        self._size += len(nets) - before
         lengths = {p for v, p in self._nets if v == net.version}
         self._lengths[net.version] = tuple(sorted(lengths, reverse=True))
         return True
@@ -51,7 +55,7 @@ class PrefixTable:
         return None
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self._nets.values())
+        return self._size
 
 
 def load_prefix_files(paths: tuple[Path, ...]) -> tuple[PrefixTable, int]:

@@ -77,6 +77,7 @@ class LoginBruteforceDetector(Detector):
     """Guessing (one server) and stuffing (many servers) on login services."""
 
     name = "login_bruteforce"
+    flow_protos = frozenset({PROTO_TCP})
 
     def __init__(self, env: DetectorEnv, cfg: LoginBruteforceConfig) -> None:
         super().__init__(env)

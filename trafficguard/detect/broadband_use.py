@@ -86,6 +86,7 @@ class OpenResolverDetector(_InboundDetector):
     """A subscriber host answering DNS queries from external clients."""
 
     name = "open_resolver"
+    flow_protos = frozenset({PROTO_TCP, PROTO_UDP})
 
     def __init__(self, env: DetectorEnv, cfg: OpenResolverConfig) -> None:
         super().__init__(env, cfg.window_s)
@@ -117,6 +118,7 @@ class OpenProxyDetector(_InboundDetector):
     """A subscriber host relaying sizable sessions for many external peers on proxy ports."""
 
     name = "open_proxy"
+    flow_protos = frozenset({PROTO_TCP})
 
     def __init__(self, env: DetectorEnv, cfg: OpenProxyConfig) -> None:
         super().__init__(env, cfg.window_s)
@@ -152,6 +154,7 @@ class ServerHostingDetector(_InboundDetector):
     """A subscriber host answering many external peers on one port."""
 
     name = "server_hosting"
+    flow_protos = frozenset({PROTO_TCP, PROTO_UDP})
 
     def __init__(self, env: DetectorEnv, cfg: ServerHostingConfig) -> None:
         super().__init__(env, cfg.window_s)
@@ -211,6 +214,7 @@ class ResidentialSmtpDetector(Detector):
     """Direct-to-MX SMTP from residential subscriber ranges."""
 
     name = "residential_smtp"
+    flow_protos = frozenset({PROTO_TCP})
 
     def __init__(self, env: DetectorEnv, cfg: ResidentialSmtpConfig) -> None:
         super().__init__(env)

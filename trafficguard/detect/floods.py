@@ -69,8 +69,11 @@ class VictimWindow:
         self.services: SpaceSaving[str] = SpaceSaving(4)
 
     def add(self, rec: FlowRecord, source: str, packets: int) -> None:
-        self.first_ns = min(self.first_ns, rec.start_ns)
-        self.last_ns = max(self.last_ns, rec.end_ns)
+        start, end = rec.start_ns, rec.end_ns
+        if start < self.first_ns:  # noqa: PLR1730 (per record: a compare is cheaper than min())
+            self.first_ns = start
+        if end > self.last_ns:  # noqa: PLR1730 (per record: a compare is cheaper than max())
+            self.last_ns = end
         self.packets += packets
         self.sources.add(source)
         self.top_sources.add(source, packets)
@@ -80,11 +83,11 @@ class VictimWindow:
         return count / span_s
 
     def dominant_source(self) -> tuple[str, float]:
-        top = self.top_sources.top(1)
-        if not top:
+        top = self.top_sources.heaviest()
+        if top is None:
             return "", 0.0
-        share = self.top_sources.share(top[0][0])
-        return (top[0][0] if share >= 0.5 else ""), share
+        share = self.top_sources.share(top[0])
+        return (top[0] if share >= 0.5 else ""), share
 
 
 class _VictimDetector(Detector):
@@ -153,10 +156,15 @@ class SynFloodDetector(_VictimDetector):
     on few ports, at a high rate."""
 
     name = "syn_flood"
+    flow_protos = frozenset({PROTO_TCP})
 
     def __init__(self, env: DetectorEnv, cfg: SynFloodConfig) -> None:
         super().__init__(env, cfg.window_s, cfg.min_half_open // 20, "packets")
         self.cfg = cfg
+        self._thresholds = (  # the rule's constant tail, made once
+            f"(thresholds: {cfg.min_half_open} in {cfg.window_s:g}s, "
+            f"{cfg.min_rate_pps:g}/s, at most {cfg.max_ports} ports)"
+        )
 
     def on_flow(self, rec: FlowRecord) -> None:
         if rec.proto != PROTO_TCP:
@@ -192,8 +200,7 @@ class SynFloodDetector(_VictimDetector):
             st,
             rule=(
                 f"{st.packets} half-open TCP handshakes to one host on {len(st.ports)} port(s) "
-                f"at {rate:.0f}/s (thresholds: {cfg.min_half_open} in {cfg.window_s:g}s, "
-                f"{cfg.min_rate_pps:g}/s, at most {cfg.max_ports} ports)"
+                f"at {rate:.0f}/s {self._thresholds}"
             ),
             severity="high" if rate >= 10 * cfg.min_rate_pps else "medium",
             source=source,
@@ -209,18 +216,24 @@ class PacketFloodDetector(_VictimDetector):
         super().__init__(env, cfg.window_s, cfg.min_packets // 20, "packets")
         self.cfg = cfg
         self.name = name  # type: ignore[misc]  # one class, two closed-set names
-        self.protos = frozenset(protos)
+        self.protos = self.flow_protos = frozenset(protos)
         self.label = "UDP" if PROTO_UDP in protos else "ICMP"
+        self._thresholds = (  # the rule's constant tail, made once
+            f"(thresholds: {cfg.min_packets} packets in {cfg.window_s:g}s, "
+            f"{cfg.min_rate_pps:g} packets/s, answers at most {cfg.max_response_ratio:g})"
+        )
 
     def on_flow(self, rec: FlowRecord) -> None:
-        if rec.proto not in self.protos:
+        proto = rec.proto
+        if proto not in self.protos:
             return
-        if rec.proto == PROTO_UDP and rec.src_port in AMPLIFIER_PORTS:
+        if proto == PROTO_UDP and rec.src_port in AMPLIFIER_PORTS:
             return  # reflected responses: the amplification detector's business
-        st = self.window(rec.dst_addr, rec.end_ns, rec.packets_fwd, rec.start_ns)
+        packets = rec.packets_fwd
+        st = self.window(rec.dst_addr, rec.end_ns, packets, rec.start_ns)
         if st is None:
             return
-        st.add(rec, rec.src_addr, rec.packets_fwd)
+        st.add(rec, rec.src_addr, packets)
         st.response_packets += rec.packets_rev
         st.bytes += rec.bytes_fwd
         cfg = self.cfg
@@ -231,20 +244,23 @@ class PacketFloodDetector(_VictimDetector):
         rate = st.rate_pps(st.packets)
         if rate < cfg.min_rate_pps:
             return
+        self._report(rec.dst_addr, st, rate)
+
+    def _report(self, victim: str, st: VictimWindow, rate: float) -> None:
+        """Rule and evidence, built only for a window past every threshold."""
+        cfg = self.cfg
         source, share = st.dominant_source()
         ratio = st.response_packets / st.packets
         self.report_span(
-            rec.dst_addr,
+            victim,
             st,
             rule=(
                 f"{st.packets} {self.label} packets to one host at {rate:.0f} packets/s, "
-                f"answer ratio {ratio:.2f} (thresholds: {cfg.min_packets} packets in "
-                f"{cfg.window_s:g}s, {cfg.min_rate_pps:g} packets/s, answers at most "
-                f"{cfg.max_response_ratio:g})"
+                f"answer ratio {ratio:.2f} {self._thresholds}"
             ),
             severity="high" if rate >= 10 * cfg.min_rate_pps else "medium",
             source=source,
-            target=rec.dst_addr,
+            target=victim,
             evidence={
                 "packets": st.packets,
                 "bytes": st.bytes,
@@ -264,6 +280,7 @@ class AmplificationDetector(_VictimDetector):
     chargen, SNMP) to one victim, much larger than any request it sent."""
 
     name = "amplification"
+    flow_protos = frozenset({PROTO_UDP})
 
     def __init__(self, env: DetectorEnv, cfg: AmplificationConfig) -> None:
         super().__init__(env, cfg.window_s, cfg.min_response_bytes // 20, "response_bytes")
@@ -300,7 +317,9 @@ class AmplificationDetector(_VictimDetector):
             return
         if st.request_bytes and st.response_bytes < cfg.min_ratio * st.request_bytes:
             return
-        top_service = st.services.top(1)[0][0]
+        top = st.services.heaviest()
+        assert top is not None  # this record's service was just added
+        top_service = top[0]
         ratio: float | str = (
             round(st.response_bytes / st.request_bytes, 1) if st.request_bytes else "unseen"
         )

@@ -43,7 +43,16 @@ def tcp_probe_outcome(rec: FlowRecord) -> tuple[bool, bool] | None:
 class _Walk:
     """One source's random walk and what it probed."""
 
-    __slots__ = ("answered", "first_ns", "last_ns", "llr", "pairs", "probes", "stealth_ports")
+    __slots__ = (
+        "_ports",
+        "answered",
+        "first_ns",
+        "last_ns",
+        "llr",
+        "pairs",
+        "probes",
+        "stealth_ports",
+    )
 
     def __init__(self, ts_ns: int) -> None:
         self.first_ns = ts_ns
@@ -53,15 +62,26 @@ class _Walk:
         self.answered = 0
         self.pairs: set[tuple[str, int]] = set()  # first contacts (capped at PAIRS_CAP)
         self.stealth_ports: set[int] | None = None  # allocated on the first stealth probe
+        self._ports: set[int] | None = None  # the ports of ``pairs``, once first asked
+
+    def add_pair(self, pair: tuple[str, int]) -> None:
+        self.pairs.add(pair)
+        if self._ports is not None:
+            self._ports.add(pair[1])
 
     def ports(self) -> int:
-        return len({port for _, port in self.pairs})
+        """Distinct ports among the pairs: made on the first ask (a source whose walk
+        crossed the threshold asks on every probe), then kept up to date."""
+        if self._ports is None:
+            self._ports = {port for _, port in self.pairs}
+        return len(self._ports)
 
 
 class PortScanDetector(Detector):
     """TRW over first contacts to (host, port) pairs; NULL/FIN/Xmas probes alone suffice."""
 
     name = "port_scan"
+    flow_protos = frozenset({PROTO_TCP})
 
     def __init__(self, env: DetectorEnv, cfg: PortScanConfig) -> None:
         super().__init__(env)
@@ -91,7 +111,7 @@ class PortScanDetector(Detector):
         if pair in walk.pairs:
             return
         if len(walk.pairs) < PAIRS_CAP:
-            walk.pairs.add(pair)
+            walk.add_pair(pair)
         walk.first_ns = min(walk.first_ns, ts)
         walk.last_ns = max(walk.last_ns, rec.end_ns)
         walk.probes += 1
@@ -183,6 +203,7 @@ class HostSweepDetector(Detector):
     unanswered."""
 
     name = "host_sweep"
+    flow_protos = frozenset({PROTO_TCP, PROTO_ICMP, PROTO_ICMPV6})
 
     def __init__(self, env: DetectorEnv, cfg: HostSweepConfig) -> None:
         super().__init__(env)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
+from operator import itemgetter
 from typing import Generic, TypeVar
 
 import datasketches
@@ -154,6 +155,12 @@ class SpaceSaving(Generic[K]):
     def top(self, n: int = 1) -> list[tuple[K, int]]:
         """The ``n`` heaviest items, heaviest first (ties broken by insertion order)."""
         return sorted(self._counts.items(), key=lambda kv: -kv[1])[:n]
+
+    def heaviest(self) -> tuple[K, int] | None:
+        """``top(1)[0]`` (None when empty) without a sort: detectors ask it per report."""
+        if not self._counts:
+            return None
+        return max(self._counts.items(), key=itemgetter(1))  # first of the ties, as top()
 
     def share(self, item: K) -> float:
         """Guaranteed fraction of the total weight that is ``item``'s (count minus the

@@ -28,6 +28,7 @@ class SmtpSpamDetector(Detector):
     """Sessions to SMTP port(s) from one (subscriber) source to many distinct servers."""
 
     name = "smtp_spam"
+    flow_protos = frozenset({PROTO_TCP})
 
     def __init__(self, env: DetectorEnv, cfg: SmtpSpamConfig) -> None:
         super().__init__(env)

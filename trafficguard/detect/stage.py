@@ -28,6 +28,7 @@ from trafficguard.flow.state import Flow
 from trafficguard.voip.records import CallRecord, RegistrationRecord
 
 DetectorFactory = Callable[[DetectConfig, DetectorEnv], list[Detector]]
+Handler = Callable[[Any], None]
 SUBSCRIBER_CACHE_SIZE = 65536
 """Addresses whose home-network membership is remembered (cleared when full)."""
 
@@ -86,7 +87,7 @@ class DetectStage:
         names = [d.name for d in self.detectors]
         if len(set(names)) != len(names):
             raise ValueError(f"detector names must be unique: {names}")
-        self._dispatch: dict[type[Any], tuple[Callable[[Any], None], ...]] = {
+        self._dispatch: dict[type[Any], tuple[Handler, ...]] = {
             FlowRecord: tuple(d.on_flow for d in self.detectors if overrides(d, "on_flow")),
             CallRecord: tuple(d.on_call for d in self.detectors if overrides(d, "on_call")),
             RegistrationRecord: tuple(
@@ -96,6 +97,7 @@ class DetectStage:
                 d.on_dns_summary for d in self.detectors if overrides(d, "on_dns_summary")
             ),
         }
+        self._flow_by_proto, self._flow_other = _flow_handlers(self.detectors)
         self._flow_start = [
             d.on_flow_start for d in self.detectors if overrides(d, "on_flow_start")
         ]
@@ -126,14 +128,29 @@ class DetectStage:
             host.add_hook(_FlowStartHook(self._flow_start))
 
     def on_records(self, records: Sequence[Struct]) -> None:
+        """Each record to the detectors that take it, record by record (order kept).
+
+        Flow records, most of every round, go only to the detectors whose
+        ``flow_protos`` hold the record's protocol: one dict probe per record instead
+        of a call per detector that would return at once.
+        """
         dispatch = self._dispatch
+        by_proto = self._flow_by_proto
+        flow_other = self._flow_other
+        flows_wanted = bool(dispatch[FlowRecord])
         seen = 0
         for rec in records:
-            handlers = dispatch.get(type(rec))
-            if handlers:
-                seen += 1
-                for handle in handlers:
-                    handle(rec)
+            if type(rec) is FlowRecord:
+                if not flows_wanted:
+                    continue
+                handlers = by_proto.get(rec.proto, flow_other)
+            else:
+                handlers = dispatch.get(type(rec), ())
+                if not handlers:
+                    continue
+            seen += 1
+            for handle in handlers:
+                handle(rec)
         self.records_seen += seen
 
     def tick(self, now_ns: int) -> None:
@@ -207,6 +224,21 @@ class DetectStage:
             evicted.add_metric([d.name], d.evicted_keys())
         yield keys
         yield evicted
+
+
+def _flow_handlers(
+    detectors: Sequence[Detector],
+) -> tuple[dict[int, tuple[Handler, ...]], tuple[Handler, ...]]:
+    """``on_flow`` handlers per IP protocol named in some ``flow_protos``, in detector
+    order, and the handlers for every other protocol (detectors without a filter)."""
+    takers = [d for d in detectors if overrides(d, "on_flow")]
+    named = sorted({p for d in takers if d.flow_protos is not None for p in d.flow_protos})
+    by_proto: dict[int, tuple[Handler, ...]] = {
+        proto: tuple(d.on_flow for d in takers if d.flow_protos is None or proto in d.flow_protos)
+        for proto in named
+    }
+    other: tuple[Handler, ...] = tuple(d.on_flow for d in takers if d.flow_protos is None)
+    return by_proto, other
 
 
 def alerts_of(records: Iterable[Struct]) -> list[AlertRecord]:
