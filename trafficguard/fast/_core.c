@@ -22,7 +22,7 @@
 
 #define NIL 0xFFFFFFFFu
 #define MAX_CAPLEN 262144
-#define GROUP 16 /* frames per prefetch group in feed_pcap */
+#define GROUP 16 /* frames per prefetch group in feed_pcap and feed_block */
 
 /* the order of flow/table.py LANE_NAMES; LANE_DNS: UDP with port 53 on either side */
 enum { LANE_TCP, LANE_EMB, LANE_CLOSING, LANE_UDP, LANE_ICMP, LANE_OTHER, LANE_DNS, NLANES };
@@ -1315,6 +1315,35 @@ PyDoc_STRVAR(feed_pcap_doc,
 "Python decoder (2: it is returned as a Frame, already counted and consumed) or a record\n"
 "header is bad (3: caplen too large, not consumed).");
 
+/* Prefetch groups (feed_pcap, feed_block): a decoded packet's key and hash are made and
+ * its hash bucket prefetched as it is decoded; update_group then prefetches the flow slots
+ * of the whole group and updates the table in frame order. With a table far larger than
+ * the caches the misses of a group overlap instead of being paid one after another;
+ * decode reads no table state, so the records are those of one-at-a-time updates. */
+static inline void group_key(Core *c, const pkt_t *p, fkey_t *k, uint32_t *h, int *side) {
+    *side = make_key(p, k);
+    *h = key_hash(k);
+    __builtin_prefetch(&c->tab[*h & c->tab_mask]);
+}
+
+static int update_group(Core *c, const pkt_t *ps, const fkey_t *ks, const uint32_t *hs,
+                        const int *sides, int g) {
+    for (int j = 0; j < g; j++) {
+        bucket_t e = c->tab[hs[j] & c->tab_mask];
+        if (e.slot1) {
+            const char *slot = (const char *)&c->pool[e.slot1 - 1];
+            __builtin_prefetch(slot);
+            __builtin_prefetch(slot + 64);
+            __builtin_prefetch(slot + 128);
+        }
+    }
+    for (int j = 0; j < g; j++) {
+        c->fast_frames++;
+        if (update_keyed(c, &ps[j], &ks[j], hs[j], sides[j]) < 0) return -1;
+    }
+    return 0;
+}
+
 static PyObject *Core_feed_pcap(Core *c, PyObject *args) {
     Py_buffer buf;
     Py_ssize_t off, max_frames;
@@ -1327,11 +1356,7 @@ static PyObject *Core_feed_pcap(Core *c, PyObject *args) {
     int status = S_FULL;
     long long last_ts = 0, wire = 0;
     PyObject *slow = NULL;
-    /* Frames go in groups: frame and decode up to GROUP, make their keys and prefetch
-     * their hash buckets, then their flow slots, then update the table in frame order.
-     * With a table far larger than the caches the misses of a group overlap instead of
-     * being paid one after another; decode reads no table state, so the records are
-     * exactly those of one-at-a-time updates. */
+    /* frames in groups of GROUP (update_group) */
     pkt_t ps[GROUP];
     fkey_t ks[GROUP];
     uint32_t hs[GROUP];
@@ -1361,24 +1386,10 @@ static PyObject *Core_feed_pcap(Core *c, PyObject *args) {
                 status = S_SLOW;
                 break;
             }
-            sides[g] = make_key(p, &ks[g]);
-            hs[g] = key_hash(&ks[g]);
-            __builtin_prefetch(&c->tab[hs[g] & c->tab_mask]);
+            group_key(c, p, &ks[g], &hs[g], &sides[g]);
             g++;
         }
-        for (int j = 0; j < g; j++) {
-            bucket_t e = c->tab[hs[j] & c->tab_mask];
-            if (e.slot1) {
-                const char *slot = (const char *)&c->pool[e.slot1 - 1];
-                __builtin_prefetch(slot);
-                __builtin_prefetch(slot + 64);
-                __builtin_prefetch(slot + 128);
-            }
-        }
-        for (int j = 0; j < g; j++) {
-            c->fast_frames++;
-            if (update_keyed(c, &ps[j], &ks[j], hs[j], sides[j]) < 0) goto fail;
-        }
+        if (update_group(c, ps, ks, hs, sides, g) < 0) goto fail;
     }
     PyBuffer_Release(&buf);
     if (slow == NULL) { slow = Py_None; Py_INCREF(slow); }
@@ -1515,57 +1526,74 @@ static PyObject *Core_feed_block(Core *c, PyObject *args) {
     Py_ssize_t n = buf.len;
     long long last_ts = 0;
     PyObject *slow = NULL;
-    uint8_t *scratch = NULL; /* a frame with its VLAN tag put back */
-    Py_ssize_t scratch_cap = 0;
-    pkt_t p;
-    p.linktype = linktype;
+    /* frames with their VLAN tag put back, one buffer per place in a group: a decoded
+     * packet points into its frame until update_group has run */
+    uint8_t *scratch[GROUP] = {NULL};
+    Py_ssize_t scratch_cap[GROUP] = {0};
+    pkt_t ps[GROUP];
+    fkey_t ks[GROUP];
+    uint32_t hs[GROUP];
+    int sides[GROUP];
     tp3_t t;
-    while (left > 0) {
-        if (tp3_read(b, n, off, linktype, &t) < 0) {
-            tp3_error(off);
-            goto fail;
-        }
-        off = t.next;
-        left--;
-        last_ts = t.ts;
-        const uint8_t *d = b + t.start;
-        Py_ssize_t len = t.len;
-        if (t.vlan) {
-            if (len + 4 > scratch_cap) {
-                uint8_t *grown = PyMem_RawRealloc(scratch, (size_t)len + 4);
-                if (grown == NULL) {
-                    PyErr_NoMemory();
-                    goto fail;
-                }
-                scratch = grown;
-                scratch_cap = len + 4;
+    int bad = 0; /* a malformed frame header at off: raised after the frames before it */
+    while (left > 0 && slow == NULL && !bad) {
+        int g = 0;
+        while (g < GROUP && left > 0) {
+            if (tp3_read(b, n, off, linktype, &t) < 0) {
+                bad = 1;
+                break;
             }
-            Py_ssize_t cut = len < 12 ? len : 12;
-            memcpy(scratch, d, (size_t)cut);
-            scratch[cut] = (uint8_t)(t.tpid >> 8);
-            scratch[cut + 1] = (uint8_t)t.tpid;
-            scratch[cut + 2] = (uint8_t)(t.tci >> 8);
-            scratch[cut + 3] = (uint8_t)t.tci;
-            memcpy(scratch + cut + 4, d + cut, (size_t)(len - cut));
-            d = scratch;
-            len += 4;
+            off = t.next;
+            left--;
+            last_ts = t.ts;
+            const uint8_t *d = b + t.start;
+            Py_ssize_t len = t.len;
+            if (t.vlan) {
+                if (len + 4 > scratch_cap[g]) {
+                    uint8_t *grown = PyMem_RawRealloc(scratch[g], (size_t)len + 4);
+                    if (grown == NULL) {
+                        PyErr_NoMemory();
+                        goto fail;
+                    }
+                    scratch[g] = grown;
+                    scratch_cap[g] = len + 4;
+                }
+                uint8_t *sc = scratch[g];
+                Py_ssize_t cut = len < 12 ? len : 12;
+                memcpy(sc, d, (size_t)cut);
+                sc[cut] = (uint8_t)(t.tpid >> 8);
+                sc[cut + 1] = (uint8_t)t.tpid;
+                sc[cut + 2] = (uint8_t)(t.tci >> 8);
+                sc[cut + 3] = (uint8_t)t.tci;
+                memcpy(sc + cut + 4, d + cut, (size_t)(len - cut));
+                d = sc;
+                len += 4;
+            }
+            pkt_t *p = &ps[g];
+            p->linktype = linktype;
+            p->ts = t.ts;
+            p->wire_len = t.wire_len;
+            if (decode(c, p, d, len)) { /* the group before it first, then Python */
+                slow = frame_tuple(t.ts, linktype, d, len, t.wire_len);
+                if (slow == NULL) goto fail;
+                break;
+            }
+            group_key(c, p, &ks[g], &hs[g], &sides[g]);
+            g++;
         }
-        p.ts = t.ts;
-        p.wire_len = t.wire_len;
-        if (decode(c, &p, d, len)) {
-            slow = frame_tuple(t.ts, linktype, d, len, t.wire_len);
-            if (slow == NULL) goto fail;
-            break;
-        }
-        c->fast_frames++;
-        if (update(c, &p) < 0) goto fail;
+        if (update_group(c, ps, ks, hs, sides, g) < 0) goto fail;
     }
-    PyMem_RawFree(scratch);
+    if (bad) {
+        tp3_error(off);
+        goto fail;
+    }
+    for (int j = 0; j < GROUP; j++) PyMem_RawFree(scratch[j]);
     PyBuffer_Release(&buf);
     if (slow == NULL) { slow = Py_None; Py_INCREF(slow); }
     return Py_BuildValue("(nnLN)", off, left, last_ts, slow);
 fail:
-    PyMem_RawFree(scratch);
+    Py_XDECREF(slow); /* made before an earlier frame of its group failed */
+    for (int j = 0; j < GROUP; j++) PyMem_RawFree(scratch[j]);
     PyBuffer_Release(&buf);
     return NULL;
 }
