@@ -1731,23 +1731,26 @@ static PyObject *Core_take_records(Core *c, PyObject *Py_UNUSED(ignored)) {
     return out;
 }
 
-static PyObject *Core_flow_info(Core *c, PyObject *arg) {
-    Py_ssize_t idx = PyLong_AsSsize_t(arg);
-    if (idx == -1 && PyErr_Occurred()) return NULL;
-    if (idx < 0 || idx >= c->pool_used) {
-        PyErr_SetString(PyExc_IndexError, "no such flow slot");
-        return NULL;
-    }
-    const flow_t *f = &c->pool[idx]; /* last item: -1 classified, else payload packets left */
-    return flow_tuple(f, f->classified ? -1 : f->cls_left);
-}
-
 static flow_t *slot_arg(Core *c, Py_ssize_t idx) {
     if (idx < 0 || idx >= c->pool_used) {
         PyErr_SetString(PyExc_IndexError, "no such flow slot");
         return NULL;
     }
     return &c->pool[idx];
+}
+
+/* slot_arg for a method's single int argument */
+static flow_t *slot_obj(Core *c, PyObject *arg) {
+    Py_ssize_t idx = PyLong_AsSsize_t(arg);
+    if (idx == -1 && PyErr_Occurred()) return NULL;
+    return slot_arg(c, idx);
+}
+
+static PyObject *Core_flow_info(Core *c, PyObject *arg) {
+    const flow_t *f = slot_obj(c, arg);
+    if (f == NULL) return NULL;
+    /* last item: -1 classified, else payload packets left */
+    return flow_tuple(f, f->classified ? -1 : f->cls_left);
 }
 
 static PyObject *Core_set_interest(Core *c, PyObject *args) {
@@ -1781,18 +1784,14 @@ static PyObject *Core_rtp_track(Core *c, PyObject *args) {
 }
 
 static PyObject *Core_rtp_untrack(Core *c, PyObject *arg) {
-    Py_ssize_t idx = PyLong_AsSsize_t(arg);
-    if (idx == -1 && PyErr_Occurred()) return NULL;
-    flow_t *f = slot_arg(c, idx);
+    flow_t *f = slot_obj(c, arg);
     if (f == NULL) return NULL;
     rtp_detach(c, f);
     Py_RETURN_NONE;
 }
 
 static PyObject *Core_rtp_streams(Core *c, PyObject *arg) {
-    Py_ssize_t idx = PyLong_AsSsize_t(arg);
-    if (idx == -1 && PyErr_Occurred()) return NULL;
-    flow_t *f = slot_arg(c, idx);
+    flow_t *f = slot_obj(c, arg);
     if (f == NULL) return NULL;
     return rtp_states(f->rtp_ix ? c->rtps[f->rtp_ix - 1] : NULL);
 }
