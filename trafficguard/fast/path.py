@@ -26,7 +26,13 @@ from typing import Final
 
 from trafficguard.capture.frames import Frame
 from trafficguard.capture.live import RingBlock
-from trafficguard.capture.pcap import FILE_HEADER_LEN, LINKTYPE_MASK, PCAP_MAGICS
+from trafficguard.capture.pcap import (
+    FILE_HEADER_LEN,
+    LINKTYPE_MASK,
+    MAX_CAPLEN,
+    PCAP_MAGICS,
+    RECORD_HEADER_LEN,
+)
 from trafficguard.capture.pcapfile import ChunkReader
 from trafficguard.config import NS_PER_S, Config
 from trafficguard.decode.decoder import Decoder
@@ -46,7 +52,7 @@ _FULL: Final = 0
 _MORE: Final = 1
 _SLOW: Final = 2
 _BAD: Final = 3
-_MAX_RECORD: Final = 16 + 262144  # pcap record header + the core's MAX_CAPLEN
+_MAX_RECORD: Final = RECORD_HEADER_LEN + MAX_CAPLEN  # the core frames with the same bound
 _EV_START: Final = 0
 _EV_PACKET: Final = 1
 _W_PKT: Final = 1  # flow_t.wanted bits: every packet, the end, packets that are not RTP

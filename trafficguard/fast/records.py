@@ -23,12 +23,9 @@ RecordFactory = tuple[
     tuple[str, ...], tuple[str, ...], Callable[[bytes], str],
 ]  # fmt: skip
 
-RECORD_FIELDS: Final = (
-    "flow_id", "seq", "first_seen_ns", "start_ns", "end_ns", "vlan", "ip_version", "proto",
-    "src_addr", "src_port", "dst_addr", "dst_port", "packets_fwd", "packets_rev", "bytes_fwd",
-    "bytes_rev", "ip_bytes_fwd", "ip_bytes_rev", "payload_bytes_fwd", "payload_bytes_rev",
-    "tcp_flags_fwd", "tcp_flags_rev", "tcp_state", "app", "app_source", "encap", "end_reason",
-)  # fmt: skip  # Core's record order
+RECORD_FIELDS: Final = tuple(
+    name for name in FlowRecord.__struct_fields__ if name != "sensor_loss"
+)  # what the core fills, in field order (sensor_loss is the pipeline's, default False)
 
 
 def record_factory() -> RecordFactory:
