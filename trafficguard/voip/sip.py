@@ -428,6 +428,16 @@ def parse_sip_datagram(data: bytes) -> tuple[list[SipMessage], str | None]:
     return out, None
 
 
+def drop_skipped(data: bytes, skip: int) -> tuple[bytes | None, int]:
+    """A stream framer's input after ``skip`` bytes still to discard (an oversize body or
+    frame): the bytes left, or None when the skip takes all of them, and the skip left."""
+    if not skip:
+        return data, 0
+    if len(data) <= skip:
+        return None, skip - len(data)
+    return data[skip:], 0
+
+
 class SipStreamFramer:
     """Turns one direction of a SIP-over-TCP stream into messages.
 
@@ -480,12 +490,10 @@ class SipStreamFramer:
 
     def feed(self, data: bytes) -> list[SipMessage]:
         """Add the next bytes of this direction; return the messages they completed."""
-        if self._skip:
-            if len(data) <= self._skip:
-                self._skip -= len(data)
-                return []
-            data = data[self._skip :]
-            self._skip = 0
+        rest, self._skip = drop_skipped(data, self._skip)
+        if rest is None:
+            return []
+        data = rest
         buf = self._buf
         buf += data
         out: list[SipMessage] = []

@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from typing import Final
 
-from trafficguard.voip.sip import MAX_BODY_BYTES, MAX_HEADER_BYTES, SipMessage, parse_sip_datagram
+from trafficguard.voip.sip import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    SipMessage,
+    drop_skipped,
+    parse_sip_datagram,
+)
 
 WS_BAD_FRAME: Final = "ws_bad_frame"  # reserved opcode, bad control frame, lost continuation
 WS_COMPRESSED: Final = "ws_compressed"  # RSV bits set (permessage-deflate): not inflated
@@ -145,12 +151,10 @@ class WsDeframer:
         self.errors[reason] = self.errors.get(reason, 0) + 1
 
     def feed(self, data: bytes) -> list[bytes]:
-        if self._skip:
-            if len(data) <= self._skip:
-                self._skip -= len(data)
-                return []
-            data = data[self._skip :]
-            self._skip = 0
+        rest, self._skip = drop_skipped(data, self._skip)
+        if rest is None:
+            return []
+        data = rest
         buf = self._buf
         buf += data
         out: list[bytes] = []
