@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from replay_bench import warm  # the same page-cache read before each timed run
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 WORK = REPO / "bench" / "work"
@@ -75,14 +77,6 @@ def synth(path: Path, packets: int, flows: int) -> None:
             us = k  # 1 µs apart: every flow stays open (UDP idle timeout 60 s)
             f.write(rec.pack(t0 + us // 1_000_000, us % 1_000_000, len(frame), len(frame)))
             f.write(frame)
-
-
-def warm(path: Path) -> None:
-    """Read the file once so the timed run reads the page cache, not the disk (this
-    machine's page cache is small and shared: a 1.5 GB file is often not cached)."""
-    with path.open("rb", buffering=0) as f:
-        while f.read(1 << 24):
-            pass
 
 
 def cli_rate(pcap: Path, tmp: Path, config: str = METADATA) -> dict[str, float]:

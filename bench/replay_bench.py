@@ -197,7 +197,8 @@ def _voip_off_config(tmp: Path) -> Path:
 
 
 def warm(path: Path) -> None:
-    """Read the file once so every tool reads the page cache, not the disk."""
+    """Read the file once so a timed run reads the page cache, not the disk (this machine's
+    page cache is small and shared: a 1.5 GB file is often not cached)."""
     with path.open("rb", buffering=0) as f:
         while f.read(1 << 24):
             pass

@@ -28,7 +28,7 @@ from realdata import real_pcap
 
 from trafficguard.config import Config
 from trafficguard.pipeline import Pipeline, ReplayDriver
-from trafficguard.privacy.keys import SensorKeys, init_keys
+from trafficguard.privacy.keys import SensorKeys
 from trafficguard.privacy.pseudonym import Pseudonymizer
 from trafficguard.sinks.memory import MemorySink
 from trafficguard.sinks.metrics import build_registry
@@ -62,16 +62,6 @@ WEBSOCKET: dict[str, tuple[dict[str, int], dict[int, int]]] = {
         {100: 1, 180: 1, 183: 1, 200: 2, 407: 1},
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> SensorKeys:
-    return init_keys(tmp_path_factory.mktemp("golden-voip-keys"))
-
-
-@pytest.fixture(scope="module")
-def pseudo(keys: SensorKeys) -> Pseudonymizer:
-    return build_context(Config(), keys).pseudonymizer
 
 
 class Run(msgspec.Struct):

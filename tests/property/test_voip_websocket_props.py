@@ -7,33 +7,18 @@ between) and across TCP segments is reassembled byte for byte.
 
 from __future__ import annotations
 
-import struct
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.test_voip_websocket import frame
 from trafficguard.voip.sip import SIP_PARSE_REASONS
 from trafficguard.voip.websocket import (
     WS_PARSE_REASONS,
     WsDeframer,
     WsSipFramer,
-    unmask,
 )
 
 MAX = 2048
-
-
-def frame(payload: bytes, opcode: int, fin: bool, key: bytes | None) -> bytes:
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    m = 0x80 if key is not None else 0
-    if n < 126:
-        head += bytes([m | n])
-    elif n < 65536:
-        head += bytes([m | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([m | 127]) + struct.pack("!Q", n)
-    return head + (key + unmask(payload, key) if key is not None else payload)
 
 
 keys = st.one_of(st.none(), st.binary(min_size=4, max_size=4))
@@ -50,9 +35,9 @@ def framed(draw: st.DrawFn) -> tuple[list[bytes], bytes]:
         for j, part in enumerate(parts):
             if draw(st.booleans()):
                 ctl = draw(st.sampled_from([0x8, 0x9, 0xA]))
-                stream += frame(draw(st.binary(max_size=125)), ctl, True, draw(keys))
+                stream += frame(draw(st.binary(max_size=125)), ctl, key=draw(keys))
             opcode = (1 + i % 2) if j == 0 else 0
-            stream += frame(part, opcode, j == len(parts) - 1, draw(keys))
+            stream += frame(part, opcode, fin=j == len(parts) - 1, key=draw(keys))
     return messages, bytes(stream)
 
 

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.unit.test_detect_framework import ClearSubjects, _flow
 from trafficguard.config import NS_PER_S, DetectConfig, parse_config
 from trafficguard.detect.alerts import AlertManager, AlertPolicy, AlertRecord, alert_id_of
@@ -16,16 +14,11 @@ from trafficguard.detect.base import Detector
 from trafficguard.detect.stage import DetectStage, alerts_of
 from trafficguard.flow.records import FlowRecord
 from trafficguard.pipeline import replay_records
-from trafficguard.privacy.keys import SensorKeys, init_keys
+from trafficguard.privacy.keys import SensorKeys
 
 S = NS_PER_S
 BROADBAND = Path(__file__).resolve().parents[1] / "data" / "broadband"
 LABELS: dict[str, Any] = json.loads((BROADBAND / "labels.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> SensorKeys:
-    return init_keys(tmp_path_factory.mktemp("keys") / "k")
 
 
 def _alerts(fast_path: str, batch_frames: int, keys: SensorKeys) -> list[AlertRecord]:

@@ -15,7 +15,7 @@ from trafficguard.config import Config, parse_config
 from trafficguard.detect.alerts import AlertRecord
 from trafficguard.detect.stage import alerts_of
 from trafficguard.pipeline import replay_records
-from trafficguard.privacy.keys import SensorKeys, init_keys
+from trafficguard.privacy.keys import SensorKeys
 from trafficguard.privacy.pseudonym import Pseudonymizer
 
 BROADBAND_DIR = DATA_DIR / "broadband"
@@ -41,11 +41,6 @@ def _config(extra: dict[str, Any] | None = None) -> Config:
     for key, value in (extra or {}).items():
         data[key] = value
     return parse_config(data)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> SensorKeys:
-    return init_keys(tmp_path_factory.mktemp("keys") / "k")
 
 
 def _ours(path: Path, cfg: Config, keys: SensorKeys) -> list[AlertRecord]:

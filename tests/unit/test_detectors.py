@@ -24,7 +24,7 @@ from trafficguard.detect.alerts import AlertRecord
 from trafficguard.detect.stage import DetectStage, alerts_of
 from trafficguard.flow.records import FlowRecord
 from trafficguard.pipeline import replay_records
-from trafficguard.privacy.keys import SensorKeys, init_keys
+from trafficguard.privacy.keys import SensorKeys
 from trafficguard.voip.records import CallRecord, RegistrationRecord
 
 S = NS_PER_S
@@ -108,11 +108,6 @@ REAL_EXPECTED = {
 ALL_DETECTORS = sorted(
     d.name for d in DetectStage(Config().detect, ClearSubjects()).detectors
 )  # every default detector: network, VoIP and broadband
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> SensorKeys:
-    return init_keys(tmp_path_factory.mktemp("keys") / "k")
 
 
 def _opened_with(path: Path, cfg: Config, keys: SensorKeys) -> set[str]:

@@ -23,7 +23,7 @@ from trafficguard.analyzers.dns_message import DnsQuestion, parse_question
 from trafficguard.analyzers.dns_records import DnsSummaryRecord
 from trafficguard.config import Config, DnsAnalyzerConfig, parse_config
 from trafficguard.pipeline import replay_records
-from trafficguard.privacy.keys import SensorKeys, init_keys
+from trafficguard.privacy.keys import SensorKeys
 from trafficguard.privacy.pseudonym import Pseudonymizer
 from trafficguard.sinks.sqlite import SqliteSink, query_records
 
@@ -37,11 +37,6 @@ def _name(*labels: bytes) -> bytes:
 
 def _message(flags: int, qname: bytes, qtype: int = 1) -> bytes:
     return struct.pack("!HHHHHH", 0x1234, flags, 1, 0, 0, 0) + qname + struct.pack("!HH", qtype, 1)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> SensorKeys:
-    return init_keys(tmp_path_factory.mktemp("keys") / "k")
 
 
 def _summaries(path: Path, keys: SensorKeys, cfg: Config = CFG) -> list[DnsSummaryRecord]:

@@ -29,12 +29,11 @@ import pytest
 from trafficguard.config import Config
 from trafficguard.flow.records import FlowRecord
 from trafficguard.pipeline import replay_records
-from trafficguard.privacy.keys import SensorKeys, init_keys
+from trafficguard.privacy.keys import SensorKeys
 from trafficguard.privacy.pseudonym import Pseudonymizer
 from trafficguard.sinks.sqlite import query_records
 from trafficguard.voip.numbers import NumberClassifier
 from trafficguard.voip.records import CallRecord, RegistrationRecord, RtpStreamRecord
-from trafficguard.wiring import build_context
 
 REPO = Path(__file__).resolve().parents[2]
 VOIP_DIR = REPO / "tests" / "data" / "voip"
@@ -43,16 +42,6 @@ LABELS: dict[str, Any] = json.loads((VOIP_DIR / "labels.json").read_text())
 FILES: list[str] = list(LABELS["files"])
 TSHARK = "/usr/bin/tshark"  # installed by scripts/setup.sh
 NS_PER_MS = 1_000_000
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> SensorKeys:
-    return init_keys(tmp_path_factory.mktemp("voip-keys"))
-
-
-@pytest.fixture(scope="module")
-def pseudo(keys: SensorKeys) -> Pseudonymizer:
-    return build_context(Config(), keys).pseudonymizer
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from scapy.utils import wrpcap
 
 from trafficguard.config import Config, parse_config
 from trafficguard.pipeline import Pipeline, ReplayDriver, replay_records
-from trafficguard.privacy.keys import SensorKeys, init_keys
+from trafficguard.privacy.keys import SensorKeys
 from trafficguard.privacy.pseudonym import Pseudonymizer
 from trafficguard.sinks.memory import MemorySink
 from trafficguard.sinks.metrics import build_registry
@@ -42,16 +42,6 @@ CALLER = "+4930111222"
 CALLEE = "004940333444"
 CALLEE_E164 = "+4940333444"
 NS = 1_000_000_000
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> SensorKeys:
-    return init_keys(tmp_path_factory.mktemp("keys"))
-
-
-@pytest.fixture(scope="module")
-def pseudo(keys: SensorKeys) -> Pseudonymizer:
-    return build_context(Config(), keys).pseudonymizer
 
 
 # -- building captures ---------------------------------------------------------------------

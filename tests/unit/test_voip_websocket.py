@@ -16,7 +16,7 @@ from scapy.utils import wrpcap
 
 from trafficguard.config import Config, parse_config
 from trafficguard.pipeline import Pipeline, ReplayDriver
-from trafficguard.privacy.keys import SensorKeys, init_keys
+from trafficguard.privacy.keys import SensorKeys
 from trafficguard.sinks.memory import MemorySink
 from trafficguard.voip.records import CallRecord
 from trafficguard.voip.stage import VoipStage
@@ -185,11 +185,6 @@ def ws_capture(path: Path, port: int, *, upgrade: bool = True) -> Path:
     seg(9.0, ua, px, frame(sip_msg("BYE sip:x@example.net SIP/2.0", "2 BYE", to_tag="tt")))
     wrpcap(str(path), frames)
     return path
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> SensorKeys:
-    return init_keys(tmp_path_factory.mktemp("ws-keys"))
 
 
 def run_stage(path: Path, keys: SensorKeys, mode: str) -> tuple[VoipStage, list[CallRecord]]:
