@@ -16,8 +16,8 @@ from trafficguard.analyzers.dns import DnsAnalyzerStage, DnsSummarizer
 from trafficguard.analyzers.dns_features import (
     DomainSplitter,
     byte_histogram,
+    counts_entropy,
     histogram_entropy,
-    name_entropy,
 )
 from trafficguard.analyzers.dns_message import DnsQuestion, parse_question
 from trafficguard.analyzers.dns_records import DnsSummaryRecord
@@ -87,6 +87,11 @@ def test_parse_follows_bounded_pointer() -> None:
 )
 def test_registered_domain(labels: list[bytes], registered: str, below: list[bytes]) -> None:
     assert DomainSplitter().split(labels) == (registered, below)
+
+
+def name_entropy(data: bytes) -> float:
+    """A name's entropy as the analyzer computes it (bits per byte, 0.0 when empty)."""
+    return counts_entropy(byte_histogram(data).values(), len(data))
 
 
 def test_entropy() -> None:

@@ -4,8 +4,9 @@
 ``tldextract``'s bundled Public Suffix List snapshot — never a network fetch — so
 ``a1b2.c3.example.co.uk`` splits into ``example.co.uk`` and the labels below it. A name
 under a suffix the list does not know (``x.pirate.sea``) keeps its last two labels, the
-way an operator would read it. ``name_entropy`` is the Shannon entropy per character:
-tunnels encode data in base32/64/128, which looks far more random than host names.
+way an operator would read it. A name's entropy (``counts_entropy`` of its
+``byte_histogram``) is the Shannon entropy per character: tunnels encode data in
+base32/64/128, which looks far more random than host names.
 """
 
 from __future__ import annotations
@@ -48,11 +49,6 @@ def counts_entropy(counts: Iterable[int], n: int) -> float:
 def byte_histogram(data: bytes) -> dict[int, int]:
     """Byte -> count in first-occurrence order, as ``Counter(data)`` gives them (cheaper)."""
     return {b: data.count(b) for b in dict.fromkeys(data)}
-
-
-def name_entropy(data: bytes) -> float:
-    """Shannon entropy of ``data`` in bits per byte (0.0 for an empty name)."""
-    return counts_entropy(byte_histogram(data).values(), len(data))
 
 
 class DomainSplitter:
