@@ -96,6 +96,11 @@ class SqliteConfig(_Section):
     path: Path = Path("var/trafficguard.db")
     batch_records: int = Field(2000, ge=1)
     synchronous: Literal["off", "normal", "full"] = "normal"
+    writer: Literal["process", "inline"] = Field(
+        "process",
+        description="where commits run: a store-writer process on another core, or inline "
+        "in the packet process",
+    )
 
 
 class JsonlConfig(_Section):

@@ -173,9 +173,9 @@ def build_sinks(
         if ov.store is not None:
             sqlite_cfg = sqlite_cfg.model_copy(update={"path": ov.store})
         if ov.store is not None or sqlite_cfg.enabled:
-            from trafficguard.sinks.sqlite import SqliteSink  # noqa: PLC0415 (only when used)
+            from trafficguard.sinks.sqlite import open_store  # noqa: PLC0415 (only when used)
 
-            sinks.append(("sqlite", SqliteSink(sqlite_cfg)))
+            sinks.append(("sqlite", open_store(sqlite_cfg)))
     jsonl_path = ov.jsonl or (str(cfg.store.jsonl.path) if cfg.store.jsonl.enabled else None)
     if jsonl_path:
         from trafficguard.sinks.jsonl import JsonlSink  # noqa: PLC0415

@@ -17,6 +17,7 @@ from trafficguard.sinks.sqlite import (
     SCHEMA_VERSION,
     SqliteSink,
     count_records,
+    open_store,
     query_records,
     register_kind,
 )
@@ -56,8 +57,17 @@ def flow(i: int, seq: int = 0, app: str = "http", **kw: object) -> FlowRecord:
     return FlowRecord(**fields)  # type: ignore[arg-type]
 
 
-def sink(path: Path, batch: int = 2000, synchronous: str = "normal") -> SqliteSink:
-    return SqliteSink(SqliteConfig(path=path, batch_records=batch, synchronous=synchronous))  # type: ignore[arg-type]
+def sink(
+    path: Path, batch: int = 2000, synchronous: str = "normal", writer: str = "inline"
+) -> SqliteSink:
+    cfg = SqliteConfig(path=path, batch_records=batch, synchronous=synchronous, writer=writer)  # type: ignore[arg-type]
+    return open_store(cfg)
+
+
+@pytest.fixture(params=["inline", "process"])
+def writer(request: pytest.FixtureRequest) -> str:
+    """Both store writers: commits in this process, and in a store-writer process."""
+    return str(request.param)
 
 
 def dump(path: Path) -> list[tuple[object, ...]]:
@@ -65,10 +75,10 @@ def dump(path: Path) -> list[tuple[object, ...]]:
         return conn.execute("SELECT * FROM flow ORDER BY flow_id, seq").fetchall()
 
 
-def test_roundtrip_gives_back_typed_records(tmp_path: Path) -> None:
+def test_roundtrip_gives_back_typed_records(tmp_path: Path, writer: str) -> None:
     db = tmp_path / "t.db"
     recs = [flow(i) for i in range(5)] + [flow(9, seq=1, sensor_loss=True, end_reason="active")]
-    with sink(db) as s:
+    with sink(db, writer=writer) as s:
         s.write(recs)
         s.flush()
         assert s.records_written == {"flow": 6}
@@ -91,13 +101,13 @@ def test_write_buffers_until_batch_then_commits_by_itself(tmp_path: Path) -> Non
     s.close()
 
 
-def test_replaying_twice_leaves_identical_content(tmp_path: Path) -> None:
+def test_replaying_twice_leaves_identical_content(tmp_path: Path, writer: str) -> None:
     db = tmp_path / "t.db"
     recs = [flow(i, seq=q) for i in range(50) for q in range(2)]
-    with sink(db, batch=7) as s:
+    with sink(db, batch=7, writer=writer) as s:
         s.write(recs)
     first = dump(db)
-    with sink(db, batch=13) as s:
+    with sink(db, batch=13, writer=writer) as s:
         s.write(list(reversed(recs)))
     assert dump(db) == first
     assert len(first) == 100
@@ -123,32 +133,34 @@ def test_schema_version_meta_wal_and_indices(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_newer_schema_version_is_refused_naming_file_and_versions(tmp_path: Path) -> None:
+def test_newer_schema_version_is_refused_naming_file_and_versions(
+    tmp_path: Path, writer: str
+) -> None:
     db = tmp_path / "t.db"
-    sink(db).close()
+    sink(db, writer=writer).close()
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA user_version=99")
     with pytest.raises(StoreError) as err:
-        sink(db)
+        sink(db, writer=writer)
     msg = str(err.value)
     assert str(db) in msg and "99" in msg and str(SCHEMA_VERSION) in msg
     with pytest.raises(StoreError, match="99"):
         query_records(db)
 
 
-def test_foreign_database_is_refused(tmp_path: Path) -> None:
+def test_foreign_database_is_refused(tmp_path: Path, writer: str) -> None:
     db = tmp_path / "other.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE t (x)")
     with pytest.raises(StoreError, match="unknown schema version 0"):
-        sink(db)
+        sink(db, writer=writer)
 
 
-def test_not_a_database_becomes_store_error(tmp_path: Path) -> None:
+def test_not_a_database_becomes_store_error(tmp_path: Path, writer: str) -> None:
     db = tmp_path / "junk.db"
     db.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(StoreError) as err:
-        sink(db)
+        sink(db, writer=writer)
     assert str(db) in str(err.value)
     assert "not a database" in str(err.value)
     with pytest.raises(StoreError, match="not a database"):
@@ -189,17 +201,17 @@ def test_locked_store_becomes_store_error(tmp_path: Path) -> None:
     s.close()
 
 
-def test_creates_missing_parent_directories(tmp_path: Path) -> None:
+def test_creates_missing_parent_directories(tmp_path: Path, writer: str) -> None:
     db = tmp_path / "a" / "b" / "c" / "t.db"
-    with sink(db) as s:
+    with sink(db, writer=writer) as s:
         s.write([flow(1)])
     assert count_records(db) == 1
 
 
-def test_parent_that_is_a_file_becomes_store_error(tmp_path: Path) -> None:
+def test_parent_that_is_a_file_becomes_store_error(tmp_path: Path, writer: str) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(StoreError, match=str(tmp_path / "f")):
-        sink(tmp_path / "f" / "t.db")
+        sink(tmp_path / "f" / "t.db", writer=writer)
 
 
 def test_query_filters_order_and_limit(tmp_path: Path) -> None:
@@ -250,9 +262,9 @@ class _TestCall(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     codecs: tuple[str, ...]
 
 
-def test_later_kind_plugs_in_after_the_sink_opened(tmp_path: Path) -> None:
+def test_later_kind_plugs_in_after_the_sink_opened(tmp_path: Path, writer: str) -> None:
     db = tmp_path / "t.db"
-    s = sink(db)
+    s = sink(db, writer=writer)
     register_kind(_TestCall, primary_key=("call_id", "leg"), time_columns=("start_ns", "end_ns"))
     calls = [
         _TestCall(
@@ -288,22 +300,22 @@ def test_register_kind_rejects_unknown_columns() -> None:
         register_kind(_TestCall, primary_key=("nope",))
 
 
-def test_unregistered_kind_is_a_store_error(tmp_path: Path) -> None:
+def test_unregistered_kind_is_a_store_error(tmp_path: Path, writer: str) -> None:
     class Stray(msgspec.Struct, frozen=True):
         kind: ClassVar[str] = "stray_never_registered"
         x: int
 
     db = tmp_path / "t.db"
-    with sink(db) as s:
+    with sink(db, writer=writer) as s:
         with pytest.raises(StoreError, match="no table registered"):
             s.write([flow(1), Stray(x=1)])
         assert s.pending == 1  # the records before the stray one are kept
     assert count_records(db) == 1
 
 
-def test_close_is_idempotent_and_write_after_close_fails(tmp_path: Path) -> None:
+def test_close_is_idempotent_and_write_after_close_fails(tmp_path: Path, writer: str) -> None:
     db = tmp_path / "t.db"
-    s = sink(db)
+    s = sink(db, writer=writer)
     s.write([flow(1)])
     s.close()
     s.close()
@@ -312,13 +324,13 @@ def test_close_is_idempotent_and_write_after_close_fails(tmp_path: Path) -> None
         s.write([flow(2)])
 
 
-def test_two_sinks_opening_a_fresh_store_concurrently(tmp_path: Path) -> None:
+def test_two_sinks_opening_a_fresh_store_concurrently(tmp_path: Path, writer: str) -> None:
     db = tmp_path / "t.db"
     errors: list[BaseException] = []
 
     def open_and_write(i: int) -> None:
         try:
-            with sink(db) as s:
+            with sink(db, writer=writer) as s:
                 s.write([flow(i)])
         except BaseException as err:  # pragma: no cover - reported below
             errors.append(err)

@@ -13,15 +13,18 @@ table; a store written by a newer or unknown schema is refused rather than guess
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
+import subprocess
+import sys
 import time
 import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, overload
+from typing import Any, Final, Literal, NoReturn, overload
 
 import msgspec
 
@@ -31,11 +34,19 @@ from trafficguard.config import SqliteConfig
 from trafficguard.detect.alerts import AlertRecord
 from trafficguard.errors import StoreError
 from trafficguard.flow.records import FlowRecord
+from trafficguard.sinks.store_writer import (
+    commit_rows,
+    enlarge_pipe,
+    error_reason,
+    read_frame,
+    write_frame,
+)
 from trafficguard.voip.kpi import VoipIntervalRecord
 from trafficguard.voip.records import CallRecord, RegistrationRecord, RtpStreamRecord
 
 SCHEMA_VERSION: Final = 1
 DEFAULT_BUSY_TIMEOUT_S: Final = 5.0
+STOP_TIMEOUT_S: Final = 30.0  # a closed store writer has committed; it exits at once
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 _SCALAR_SQL: Final[dict[type, str]] = {
@@ -249,17 +260,8 @@ register_kind(
 )
 
 
-def _reason(err: BaseException) -> str:
-    """Short, data-free reason for an sqlite3/OS error (messages name no record values)."""
-    name = getattr(err, "sqlite_errorname", None)
-    text = str(err) or type(err).__name__
-    if isinstance(err, OSError) and err.strerror:
-        text = err.strerror
-    return f"{text} ({name})" if name else text
-
-
 def _store_error(path: Path | str, err: BaseException | str) -> StoreError:
-    reason = err if isinstance(err, str) else _reason(err)
+    reason = err if isinstance(err, str) else error_reason(err)
     return StoreError(f"{path}: {reason}")
 
 
@@ -422,7 +424,11 @@ class SqliteSink:
         finally:
             self._pending_count += buffered
         if self._pending_count >= self._batch_records:
-            self.flush()
+            self._commit_batch()
+
+    def _commit_batch(self) -> None:
+        """A full batch is buffered: commit it (the writer-process sink hands it over)."""
+        self.flush()
 
     @property
     def pending(self) -> int:
@@ -433,15 +439,9 @@ class SqliteSink:
         """Commit everything buffered in one transaction."""
         if not self._pending_count or self._closed:
             return
-        conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for kind, rows in self._pending.items():
-                if rows:
-                    conn.executemany(self._inserts[kind], rows)
-            conn.execute("COMMIT")
+            commit_rows(self._conn, self._inserts, self._pending)
         except sqlite3.Error as err:
-            self._rollback()
             raise _store_error(self.path, err) from None
         written = self.records_written
         for kind, rows in self._pending.items():
@@ -474,6 +474,150 @@ class SqliteSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SqliteWriterSink(SqliteSink):
+    """``SqliteSink`` whose commits run in a store-writer process (see ``store_writer``).
+
+    This process still opens the store (schema check and tables, so a bad file fails here
+    and at once) and keeps that connection for the tables of kinds met later. Rows are
+    encoded here; each full batch goes down a pipe to the child, which commits it while
+    packets go on (the pipe's 1 MB is the only queue: a slower child makes ``write`` wait).
+    ``flush`` returns once the child has committed everything handed over, so it promises
+    what the in-process sink's does. A commit that fails in the child keeps its rows there
+    for the next try and is raised here by the next ``flush`` or ``close``.
+    """
+
+    def __init__(self, cfg: SqliteConfig, busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S) -> None:
+        super().__init__(cfg, busy_timeout_s)
+        self._child_args = [
+            sys.executable, "-m", "trafficguard.sinks.store_writer", str(self.path),
+            "--synchronous", cfg.synchronous, "--busy-timeout", str(busy_timeout_s),
+        ]  # fmt: skip
+        self._unconfirmed = 0  # rows handed over and not yet reported committed
+        self._proc: subprocess.Popen[bytes] | None = None
+        try:
+            self._start_child()
+        except StoreError:
+            self._closed = True
+            self._conn.close()
+            raise
+
+    def _start_child(self) -> None:
+        try:
+            # its own process group: a terminal's Ctrl-C goes to this process, which closes it
+            proc = subprocess.Popen(
+                self._child_args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, process_group=0
+            )
+        except OSError as err:
+            reason = f"cannot start the store writer: {error_reason(err)}"
+            raise _store_error(self.path, reason) from None
+        assert proc.stdin is not None  # PIPE
+        enlarge_pipe(proc.stdin.fileno())
+        self._proc = proc
+        self._sent_inserts: set[str] = set()
+
+    @property
+    def pending(self) -> int:
+        """Rows not known to be committed: buffered here, or handed over since the last
+        ``flush`` and not yet confirmed (exact right after a ``flush``)."""
+        return self._pending_count + self._unconfirmed
+
+    def _commit_batch(self) -> None:
+        self._hand_over()
+
+    def _ensure_child(self) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            self._child_died()
+
+    def _child_died(self) -> NoReturn:
+        """Start a new child, then raise: rows handed to the dead one may be lost."""
+        code = None if self._proc is None else self._proc.wait()
+        lost, self._unconfirmed = self._unconfirmed, 0
+        self._start_child()
+        reason = f"store writer exited with status {code}; a new one took over"
+        if lost:
+            reason += f" ({lost} rows handed to it may not be committed)"
+        raise _store_error(self.path, reason)
+
+    def _send(self, message: object) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            write_frame(self._proc.stdin, message)
+        except OSError as err:
+            raise _store_error(self.path, f"store writer: {error_reason(err)}") from None
+
+    def _hand_over(self) -> None:
+        """Send the buffered rows to the child (it commits them at once), not waiting."""
+        if not self._pending_count:
+            return
+        self._ensure_child()
+        for kind in self._pending:
+            if kind not in self._sent_inserts:
+                self._send(["insert", kind, self._inserts[kind]])
+                self._sent_inserts.add(kind)
+        self._send(["batch", self._pending])
+        self._unconfirmed += self._pending_count
+        self._pending = {}
+        self._pending_count = 0
+
+    def _sync(self, op: str) -> None:
+        """Send ``op`` (sync or close) and wait for the child's status; raise its error."""
+        self._ensure_child()
+        self._send([op])
+        assert self._proc is not None and self._proc.stdout is not None
+        status = read_frame(self._proc.stdout)
+        if status is None:  # it died while committing
+            self._child_died()
+        error, pending, written = status
+        self._unconfirmed = pending
+        self.records_written = dict(written)
+        if error is not None:
+            raise _store_error(self.path, error)
+
+    def flush(self) -> None:
+        """Hand over what is buffered and wait until the child has committed it all."""
+        if self._closed:
+            return
+        self._hand_over()
+        if self._unconfirmed:
+            self._sync("sync")
+
+    def close(self) -> None:
+        """Commit everything, stop the child, close; idempotent. The child is stopped and
+        the connection closed even if the last commit fails."""
+        if self._closed:
+            return
+        try:
+            self._hand_over()
+            self._sync("close")
+        finally:
+            self._closed = True
+            self._stop_child()
+            try:
+                self._conn.close()
+            except sqlite3.Error as err:
+                raise _store_error(self.path, err) from None
+
+    def _stop_child(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # a dead child: nothing left to tell it
+                    pipe.close()
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def open_store(cfg: SqliteConfig) -> SqliteSink:
+    """The SQLite sink ``cfg.writer`` asks for."""
+    return SqliteWriterSink(cfg) if cfg.writer == "process" else SqliteSink(cfg)
 
 
 def _open_ro(path: Path | str) -> sqlite3.Connection:
