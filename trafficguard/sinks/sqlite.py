@@ -557,7 +557,10 @@ class SqliteWriterSink(SqliteSink):
             if kind not in self._sent_inserts:
                 self._send(["insert", kind, self._inserts[kind]])
                 self._sent_inserts.add(kind)
-        self._send(["batch", self._pending])
+        step = self._batch_records  # a frame per batch: the child holds one batch at a time
+        for kind, rows in self._pending.items():
+            for lo in range(0, len(rows), step):
+                self._send(["batch", {kind: rows[lo : lo + step]}])
         self._unconfirmed += self._pending_count
         self._pending = {}
         self._pending_count = 0
