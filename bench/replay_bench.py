@@ -5,7 +5,9 @@ Timing the tools back to back on the same workload makes the ratios meaningful o
 machine, where absolute seconds are not. Tools:
 
 * ``trafficguard``: ``python -m trafficguard replay --fast --no-metrics --store TMP.db FILE``
-  with this interpreter;
+  with this interpreter: the full default pipeline, whose SQLite commits run in a
+  store-writer process (two processes: compare ``cpu s``, the CPU of both);
+* ``tg-inline-store``: the same with ``store.sqlite.writer: inline``, everything on one core;
 * ``trafficguard-voip-off``: the same with ``voip.enabled: false``, so the difference is the
   cost of SIP/RTP analysis (the workload is VoIP-heavy);
 * ``tg-metadata``: the compiled fast path in metadata mode: decode, flows, classification
@@ -18,9 +20,12 @@ machine, where absolute seconds are not. Tools:
 * ``dpkt_loop``: a bare Python loop, ``dpkt.pcap.Reader`` + ``dpkt.ethernet.Ethernet`` per
   packet, touching IP and TCP/UDP ports: the floor for "Python that parses every packet".
 
-Each runs under ``/usr/bin/time -f "%e %M"`` for peak RSS; seconds are measured around the
-child with ``time.perf_counter`` because ``%e`` has only 10 ms resolution.
-The workload comes from ``bench/make_workload.py`` (the shared generator, copied) and is generated if missing.
+Each runs under ``/usr/bin/time -f "%e %U %S %M"``: ``cpu s`` is user + system time of the
+tool and every child it waited for, peak RSS is that of its largest process (the store
+writer is smaller than the packet process: ~26 MB on the 1M workload). Seconds are measured
+around the child with ``time.perf_counter`` because ``%e`` has only 10 ms resolution.
+The workload comes from ``bench/make_workload.py`` (the shared generator, copied) and is
+generated if missing.
 
 Usage: bench/replay_bench.py [--packets N] [--pcap FILE] [--workdir DIR] [--repeat N] [--json]
 """
@@ -46,8 +51,8 @@ REPO: Final = Path(__file__).resolve().parent.parent
 WORKLOAD_SCRIPT: Final = REPO / "bench" / "make_workload.py"  # copy of ../shared/bench/
 TIME: Final = "/usr/bin/time"
 TOOLS: Final = (
-    "trafficguard", "trafficguard-voip-off", "tg-metadata", "tg-python", "softflowd", "tcpdump",
-    "nfpcapd", "dpkt_loop",
+    "trafficguard", "tg-inline-store", "trafficguard-voip-off", "tg-metadata", "tg-python",
+    "softflowd", "tcpdump", "nfpcapd", "dpkt_loop",
 )  # fmt: skip
 
 
@@ -63,6 +68,7 @@ class Result:
     vs_softflowd: float | None
     error: str = ""
     runs: int = 1  # rounds behind the row (seconds: their median)
+    cpu_seconds: float = 0.0  # user + system of the tool and every child it waited for
 
 
 def count_packets(path: Path) -> int:
@@ -151,6 +157,11 @@ def commands(pcap: Path, tmp: Path) -> dict[str, list[str]]:
             sys.executable, "-m", "trafficguard", "replay", "--fast", "--no-metrics",
             "--store", str(tmp / "bench.db"), str(pcap),
         ],
+        "tg-inline-store": [
+            sys.executable, "-m", "trafficguard", "--config", str(_config(tmp, "inline")),
+            "replay", "--fast", "--no-metrics", "--store", str(tmp / "bench-inline.db"),
+            str(pcap),
+        ],
         "trafficguard-voip-off": [
             sys.executable, "-m", "trafficguard", "--config", str(_voip_off_config(tmp)),
             "replay", "--fast", "--no-metrics", "--store", str(tmp / "bench-voip-off.db"),
@@ -179,6 +190,9 @@ CONFIGS: Final = {
     "metadata": "voip: {enabled: false}\nanalyzers: {dns: {enabled: false}}\n"
     "detect: {enabled: false}\nescalation: {enabled: false}\n",
     "python": 'capture:\n  fast_path: "off"\n',  # the pure-Python reference path
+    # the full pipeline with SQLite commits in the packet process: one core, as before the
+    # store-writer process
+    "inline": "store: {sqlite: {writer: inline}}\n",
 }
 
 
@@ -212,18 +226,20 @@ def run_one(tool: str, cmd: list[str], packets: int, tmp: Path) -> Result:
     with log.open("wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [TIME, "-f", "%e %M", "-o", str(tfile), *cmd],
+            [TIME, "-f", "%e %U %S %M", "-o", str(tfile), *cmd],
             stdout=out, stderr=subprocess.STDOUT, cwd=tmp, env=env, check=False,
         )  # fmt: skip
         seconds = time.perf_counter() - t0
-    rss_kb = 0
+    rss_kb, cpu = 0, 0.0
     with contextlib.suppress(OSError, ValueError, IndexError):  # time may not have written
-        rss_kb = int(tfile.read_text().split()[-1])
+        fields = tfile.read_text().split()
+        rss_kb = int(fields[-1])
+        cpu = float(fields[-3]) + float(fields[-2])
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         return Result(tool, False, seconds, 0.0, rss_kb / 1024, None,
                       f"exit {proc.returncode}: " + " | ".join(tail))  # fmt: skip
-    return Result(tool, True, seconds, packets / seconds, rss_kb / 1024, None)
+    return Result(tool, True, seconds, packets / seconds, rss_kb / 1024, None, cpu_seconds=cpu)
 
 
 def run_bench(pcap: Path, tools: tuple[str, ...] = TOOLS,
@@ -254,7 +270,8 @@ def run_bench(pcap: Path, tools: tuple[str, ...] = TOOLS,
             continue
         seconds = statistics.median(x.seconds for x in runs)
         row = Result(tool, True, seconds, packets / seconds, max(x.peak_rss_mb for x in runs),
-                     None, runs=len(runs))  # fmt: skip
+                     None, runs=len(runs),
+                     cpu_seconds=statistics.median(x.cpu_seconds for x in runs))  # fmt: skip
         ratios = [r[tool].rate_pps / r["softflowd"].rate_pps for r in rounds
                   if "softflowd" in r and r["softflowd"].ok]  # fmt: skip
         if ratios:
@@ -267,14 +284,15 @@ def print_table(pcap: Path, packets: int, results: list[Result]) -> None:
     """Human-readable table on stdout."""
     runs = max((r.runs for r in results), default=1)
     print(f"{packets} packets in {pcap}" + (f", median of {runs} rounds" if runs > 1 else ""))
-    print(f"{'tool':<21} {'seconds':>9} {'packets/s':>12} {'peak RSS MB':>12} {'x softflowd':>12}")
+    print(f"{'tool':<21} {'seconds':>9} {'packets/s':>12} {'cpu s':>7} {'peak RSS MB':>12} "
+          f"{'x softflowd':>12}")  # fmt: skip
     for r in results:
         if not r.ok:
             print(f"{r.tool:<21} {'FAILED':>9}  {r.error}")
             continue
         ratio = f"{r.vs_softflowd:.3f}" if r.vs_softflowd is not None else "-"
-        print(f"{r.tool:<21} {r.seconds:>9.3f} {r.rate_pps:>12.0f} {r.peak_rss_mb:>12.1f} "
-              f"{ratio:>12}")  # fmt: skip
+        print(f"{r.tool:<21} {r.seconds:>9.3f} {r.rate_pps:>12.0f} {r.cpu_seconds:>7.2f} "
+              f"{r.peak_rss_mb:>12.1f} {ratio:>12}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

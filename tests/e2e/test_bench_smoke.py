@@ -42,6 +42,8 @@ def test_bench_reports_every_tool(tmp_path: Path) -> None:
         assert row["ok"], f"{tool}: {row['error']}"
         assert row["rate_pps"] > 0, tool
         assert row["peak_rss_mb"] > 0, tool
+        assert row["cpu_seconds"] >= 0, tool
+    assert rows["trafficguard"]["cpu_seconds"] > 0  # Python start-up alone is measurable
     assert rows["softflowd"]["vs_softflowd"] == pytest.approx(1.0)
     assert proc.returncode == 0, proc.stderr
 
