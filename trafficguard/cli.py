@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import os
 import re
 import signal
@@ -27,11 +28,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 # time a model validates (~30 ms of every command's start); we use none. An operator's own
 # setting of the variable wins.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+# numpy, loaded under datasketches (HyperLogLog only, no linear algebra), starts an OpenBLAS
+# thread per CPU that spins 30–100 ms of CPU time beside the packet loop. Same override.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from trafficguard import __version__
 from trafficguard.errors import ConfigError, StoreError, TrafficguardError
 from trafficguard.escalation import cli_args as escalation_args
-from trafficguard.gc_tuning import packet_loop_gc
+from trafficguard.gc_tuning import packet_loop_gc, startup_gc
 
 if TYPE_CHECKING:
     import msgspec
@@ -427,24 +431,25 @@ def _sink_overrides(args: argparse.Namespace) -> SinkOverrides:
 
 # -- commands ---------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
-    from trafficguard.pipeline import Pipeline, ReplayDriver
-    from trafficguard.sinks.logging import get_logger
-    from trafficguard.wiring import (
-        build_context,
-        build_purger,
-        build_sinks,
-        build_stages,
-        sink_collectors,
-        start_metrics,
-    )
+    with startup_gc():
+        from trafficguard.pipeline import Pipeline, ReplayDriver
+        from trafficguard.sinks.logging import get_logger
+        from trafficguard.wiring import (
+            build_context,
+            build_purger,
+            build_sinks,
+            build_stages,
+            sink_collectors,
+            start_metrics,
+        )
 
-    cfg: Config = args.cfg
-    log = get_logger("trafficguard.replay")
-    sinks = build_sinks(cfg, _sink_overrides(args))
-    ctx = build_context(cfg)
-    pipeline = Pipeline(
-        cfg, sinks, stages=build_stages(ctx), record_transform=ctx.record_transform
-    )
+        cfg: Config = args.cfg
+        log = get_logger("trafficguard.replay")
+        sinks = build_sinks(cfg, _sink_overrides(args))
+        ctx = build_context(cfg)
+        pipeline = Pipeline(
+            cfg, sinks, stages=build_stages(ctx), record_transform=ctx.record_transform
+        )
     # packet time: purging an old capture by the wall clock would delete what was just written
     purger = build_purger(cfg, sinks, ctx.keys, clock="packet") if args.purge else None
     server = None
@@ -852,16 +857,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from trafficguard.sinks.logging import configure_logging  # structlog: not for --help
-
     try:
-        if args.command == "check-config":
-            configure_logging(level=args.log_level or "warning")
-            return int(args.func(args))
-        args.cfg = _load(args)
-        configure_logging(
-            level=args.log_level or args.cfg.logging.level, fmt=args.cfg.logging.format
-        )
+        with startup_gc():
+            from trafficguard.sinks.logging import configure_logging  # structlog: not for --help
+
+            if args.command == "check-config":
+                configure_logging(level=args.log_level or "warning")
+            else:
+                args.cfg = _load(args)
+                configure_logging(
+                    level=args.log_level or args.cfg.logging.level, fmt=args.cfg.logging.format
+                )
         return int(args.func(args))
     except ConfigError as err:
         _err("invalid configuration " + err.path)
@@ -875,6 +881,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
+    finally:
+        gc.unfreeze()  # what startup_gc froze: collectable (and finalized) at exit again
 
 
 # -- query alerts (detection engine) ---------------------------------------------------------

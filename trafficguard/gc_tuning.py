@@ -1,4 +1,5 @@
-"""Cycle-collector settings for the packet loops of ``replay`` and the live workers.
+"""Cycle-collector settings for command start-up and for the packet loops of ``replay``
+and the live workers.
 
 The pipeline allocates millions of short-lived objects (packets for hooks, records, rows)
 that reference counting frees; the cycle collector's default thresholds (700, 10, 10)
@@ -18,6 +19,28 @@ from collections.abc import Iterator
 from typing import Final
 
 YOUNG_THRESHOLD: Final = 10_000  # net allocations between young collections (default 700)
+
+
+@contextlib.contextmanager
+def startup_gc() -> Iterator[None]:
+    """Around a command's start-up (imports, configuration, stage construction): no cycle
+    collection; afterwards freeze what exists and collect as before.
+
+    A replay's start-up leaves some 55 000 objects that live until exit (modules, classes,
+    config models, stages) and makes little cyclic garbage, yet the default thresholds ran
+    the collector ~150 times over them, one full collection included: 50–60 ms of a 0.5 s
+    start-up. Frozen, they are not walked again, not even once as young objects (another
+    ~25 ms, measured). Frozen objects are never collected: the packet loop unfreezes at
+    its end, and ``cli.main`` at the command's.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""The packet loops freeze start-up objects and collect young objects less often."""
+"""Start-up runs without cycle collection and freezes what it made; the packet loops
+freeze start-up objects and collect young objects less often."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from trafficguard.gc_tuning import YOUNG_THRESHOLD, packet_loop_gc
+from trafficguard.cli import main
+from trafficguard.gc_tuning import YOUNG_THRESHOLD, packet_loop_gc, startup_gc
 
 
 @pytest.fixture
@@ -18,6 +20,33 @@ def restore_gc() -> Iterator[None]:
     yield
     gc.unfreeze()
     gc.set_threshold(*before)
+
+
+def test_startup_collects_nothing_then_freezes(restore_gc: None) -> None:
+    with startup_gc():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 0
+
+
+def test_startup_leaves_collection_off_if_it_was(restore_gc: None) -> None:
+    gc.disable()
+    try:
+        with startup_gc():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_command_unfreezes_at_its_end(
+    restore_gc: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command without a packet loop (whose end unfreezes) leaves nothing frozen either."""
+    monkeypatch.delenv("TRAFFICGUARD_CONFIG", raising=False)
+    assert main(["check-config"]) == 0
+    assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
 
 
 def test_loop_freezes_raises_young_threshold_and_restores(restore_gc: None) -> None:

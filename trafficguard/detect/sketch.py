@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from operator import itemgetter
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-import datasketches
+if TYPE_CHECKING:  # imported when a counter first outgrows its exact set (numpy: ~60 ms)
+    import datasketches
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -94,6 +95,8 @@ class DistinctCounter:
         if exact is not None:
             exact.add(item)
             if len(exact) > self.exact_cap:
+                import datasketches  # noqa: PLC0415 (see the TYPE_CHECKING import)
+
                 hll = datasketches.hll_sketch(self.lg_k, datasketches.tgt_hll_type.HLL_8)
                 for x in exact:
                     hll.update(x)
