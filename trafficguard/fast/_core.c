@@ -1753,6 +1753,13 @@ static PyObject *Core_flow_info(Core *c, PyObject *arg) {
     return flow_tuple(f, f->classified ? -1 : f->cls_left);
 }
 
+/* The label alone: hooks read it at every flow start, and flow_info builds the whole tuple */
+static PyObject *Core_flow_app(Core *c, PyObject *arg) {
+    const flow_t *f = slot_obj(c, arg);
+    if (f == NULL) return NULL;
+    return PyLong_FromLong(f->app);
+}
+
 static PyObject *Core_set_interest(Core *c, PyObject *args) {
     Py_ssize_t idx;
     int bits;
@@ -1910,6 +1917,7 @@ static PyMethodDef Core_methods[] = {
      "flush_some(n): end the next n flows of a final flush; returns how many are left"},
     {"take_records", (PyCFunction)Core_take_records, METH_NOARGS, "Record tuples since last call."},
     {"flow_info", (PyCFunction)Core_flow_info, METH_O, "flow_info(slot): an open flow's tuple"},
+    {"flow_app", (PyCFunction)Core_flow_app, METH_O, "flow_app(slot): its label's index"},
     {"set_callback", (PyCFunction)Core_set_callback, METH_VARARGS,
      "set_callback(callback or None, packet_type=None): hook events; with packet_type, a\n"
      "frame the C decoder took comes as packet_type(ts_ns, wire_len, vlan, ip_version, src,\n"

@@ -52,6 +52,7 @@ class Core:
         encaps: tuple[str, ...], reasons: tuple[str, ...], addr_text: Callable[[bytes], str],
     ) -> None: ...  # fmt: skip
     def flow_info(self, slot: int) -> Row: ...  # last item: classify state, not a reason
+    def flow_app(self, slot: int) -> int: ...  # index into APP_LABELS
     def set_callback(
         self,
         callback: Callable[[int, int, object, int], int] | None,

@@ -116,7 +116,9 @@ class FastFlow:
 
     @property
     def label(self) -> str:
-        return APP_LABELS[self._row()[23]]
+        final = self._final
+        index = final[23] if final is not None else self._core.flow_app(self._slot)
+        return APP_LABELS[index]
 
     @property
     def app(self) -> AppCounter:
