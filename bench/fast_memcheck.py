@@ -3,7 +3,7 @@
 
 Loads ``_core`` straight from its shared object (not through the package, so the run
 under valgrind stays short) and exercises feed_pcap, feed_frames, feed_block/scan_block
-(TPACKET_V3 ring blocks), update_packets, callbacks, flow_info, tick, flush_some/flush_all,
+(TPACKET_V3 ring blocks), update_packets, callbacks, flow_info/flow_app, tick, flush_some/flush_all,
 take_records (tuples and set_record_factory objects), the counters, per-flow interest, the RTP accounting (rtp_track/rtp_streams/
 rtp_untrack, rtp_replay).
 
@@ -64,7 +64,7 @@ def main() -> int:
     rates = struct.pack("128I", *([8000] * 128))
 
     def callback(ev: int, slot: int, obj: object, arg: int) -> int:
-        events.append((ev, core.flow_info(slot)))
+        events.append((ev, core.flow_info(slot), core.flow_app(slot)))
         if ev == 0:  # start: meter RTP on every flow, every third one only non-RTP packets
             core.rtp_track(slot, rates, 2)
             return 7 if slot % 3 else 6
