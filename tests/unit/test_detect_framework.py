@@ -232,6 +232,30 @@ def test_stage_dispatches_by_record_type_and_emits_metrics() -> None:
     assert resolved.status == "resolved"
 
 
+def test_without_home_networks_no_address_is_parsed_for_subscribers() -> None:
+    """No home_networks: nobody is a subscriber, and the detectors' membership question
+    is answered without asking the subjects (no address text parsed per record)."""
+
+    class Asked(ClearSubjects):
+        def __init__(self) -> None:
+            self.asked = 0
+
+        def is_subscriber(self, ip: str) -> bool:
+            self.asked += 1
+            return False
+
+    answers: dict[bool, list[bool]] = {}
+    for known in (True, False):
+        subjects = Asked()
+        stage = DetectStage(
+            DetectConfig(), subjects, lambda cfg, env: [], home_networks_known=known
+        )
+        is_subscriber = stage.detectors_env.is_subscriber
+        answers[known] = [is_subscriber("10.1.0.9"), is_subscriber("203.0.113.9")]
+        assert subjects.asked == (2 if known else 0)
+    assert answers[False] == answers[True] == [False, False]
+
+
 def test_stage_registers_first_packet_hook_only_when_wanted() -> None:
     class StartDetector(Detector):
         name = "starts"

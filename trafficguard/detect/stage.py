@@ -56,6 +56,10 @@ class _FlowStartHook:
         pass
 
 
+def _no_subscriber(ip: str) -> bool:
+    return False
+
+
 class DetectStage:
     """Detectors between the analyzers and the privacy edge (see module docstring)."""
 
@@ -79,10 +83,12 @@ class DetectStage:
         self.alerts = AlertManager(subjects, policy, PrefixSet(cfg.allowlist))
         env = DetectorEnv(
             alerts=self.alerts,
-            is_subscriber=self._is_subscriber,
+            # without home_networks nobody is a subscriber: no address text to parse
+            is_subscriber=self._is_subscriber if home_networks_known else _no_subscriber,
             max_keys=cfg.max_keys,
             home_networks_known=home_networks_known,
         )
+        self.detectors_env = env
         self.detectors = factory(cfg, env)
         names = [d.name for d in self.detectors]
         if len(set(names)) != len(names):
