@@ -139,6 +139,15 @@ def test_digest_is_the_base32_head_of_the_hmac(key: bytes, value: str) -> None:
     assert Pseudonymizer._digest(key, value) == expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.text(max_size=40))
+def test_keyed_digest_is_the_digest(key: bytes, value: str) -> None:
+    # token()/user() copy an HMAC keyed once per epoch instead of keying it per value
+    keyed = hmac.new(key, digestmod="sha256")
+    assert Pseudonymizer._keyed_digest(keyed, value) == Pseudonymizer._digest(key, value)
+    assert Pseudonymizer._keyed_digest(keyed, value) == Pseudonymizer._digest(key, value)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.text(alphabet="0123456789abcdefghijklmnopqrstuvwxyz", min_size=6, max_size=30))
 def test_no_raw_value_inside(value: str) -> None:

@@ -100,17 +100,35 @@ def _canonical_address(text: str) -> tuple[int, int] | None:
     return version, int.from_bytes(packed, "big")
 
 
+def _spell(mac: bytes) -> str:
+    """The first 22 characters of the lower-case base32 of ``mac``.
+
+    The same text as ``base64.b32encode(mac[:15])[:22].lower()``, spelled from the
+    first 110 bits by table (``b32encode`` is a Python loop; this runs per record).
+    """
+    n = int.from_bytes(mac[:14], "big") >> 2  # the first 110 bits
+    p = _B32_PAIRS
+    return (
+        p[n >> 100] + p[(n >> 90) & 1023] + p[(n >> 80) & 1023] + p[(n >> 70) & 1023]
+        + p[(n >> 60) & 1023] + p[(n >> 50) & 1023] + p[(n >> 40) & 1023]
+        + p[(n >> 30) & 1023] + p[(n >> 20) & 1023] + p[(n >> 10) & 1023] + p[n & 1023]
+    )  # fmt: skip
+
+
 def _subkey(key: bytes, label: bytes, length: int = 32) -> bytes:
     return HKDF(hashes.SHA256(), length, salt=None, info=b"trafficguard/" + label).derive(key)
 
 
 class _EpochKeys:
-    __slots__ = ("cryptopan", "token", "user")
+    __slots__ = ("cryptopan", "token", "token_mac", "user", "user_mac")
 
     def __init__(self, key: bytes) -> None:
         self.user = _subkey(key, b"user/v1")
         self.token = _subkey(key, b"token/v1")
         self.cryptopan = CryptoPAn(_subkey(key, b"cryptopan/v1"))
+        # keyed once, copied per value: a copy costs less than keying hmac.digest anew
+        self.user_mac = hmac.new(self.user, digestmod="sha256")
+        self.token_mac = hmac.new(self.token, digestmod="sha256")
 
 
 class _NetworkSet:
@@ -177,29 +195,25 @@ class Pseudonymizer:
 
     @staticmethod
     def _digest(key: bytes, data: str) -> str:
-        """The first 22 characters of the lower-case base32 of the HMAC-SHA256 of ``data``.
+        """The first 22 characters of the lower-case base32 of the HMAC-SHA256 of ``data``."""
+        return _spell(hmac.digest(key, data.encode("utf-8"), "sha256"))
 
-        The same text as ``base64.b32encode(mac[:15])[:22].lower()``, spelled from the
-        first 110 bits by table (``b32encode`` is a Python loop; this runs per record).
-        """
-        mac = hmac.digest(key, data.encode("utf-8"), "sha256")  # one-shot, in C
-        n = int.from_bytes(mac[:14], "big") >> 2  # the first 110 bits
-        p = _B32_PAIRS
-        return (
-            p[n >> 100] + p[(n >> 90) & 1023] + p[(n >> 80) & 1023] + p[(n >> 70) & 1023]
-            + p[(n >> 60) & 1023] + p[(n >> 50) & 1023] + p[(n >> 40) & 1023]
-            + p[(n >> 30) & 1023] + p[(n >> 20) & 1023] + p[(n >> 10) & 1023] + p[n & 1023]
-        )  # fmt: skip
+    @staticmethod
+    def _keyed_digest(keyed: hmac.HMAC, data: str) -> str:
+        """``_digest`` with the key's ``hmac.new(key, digestmod="sha256")``."""
+        mac = keyed.copy()
+        mac.update(data.encode("utf-8"))
+        return _spell(mac.digest())
 
     def user(self, value: str, epoch: int | None = None) -> Pseudonym:
         """Pseudonym of a phone number or SIP user (normalised first, see normalize_user)."""
         e, k = self._keys(epoch)
-        return Pseudonym(f"u{e}." + self._digest(k.user, normalize_user(value)))
+        return Pseudonym(f"u{e}." + self._keyed_digest(k.user_mac, normalize_user(value)))
 
     def token(self, value: str, epoch: int | None = None) -> Pseudonym:
         """Pseudonym of an opaque identifier such as a Call-ID; no normalisation."""
         e, k = self._keys(epoch)
-        return Pseudonym(f"t{e}." + self._digest(k.token, value))
+        return Pseudonym(f"t{e}." + self._keyed_digest(k.token_mac, value))
 
     def is_subscriber(self, ip: str | IPAddress) -> bool:
         """True if the address lies inside ``home_networks``."""
