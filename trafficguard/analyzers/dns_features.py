@@ -1,27 +1,29 @@
 """What a DNS question name is reduced to: its registered domain and a few numbers.
 
-``DomainSplitter`` finds the registered domain (public suffix + one label) with
-``tldextract``'s bundled Public Suffix List snapshot — never a network fetch — so
-``a1b2.c3.example.co.uk`` splits into ``example.co.uk`` and the labels below it. A name
-under a suffix the list does not know (``x.pirate.sea``) keeps its last two labels, the
-way an operator would read it. A name's entropy (``counts_entropy`` of its
-``byte_histogram``) is the Shannon entropy per character: tunnels encode data in
-base32/64/128, which looks far more random than host names.
+``DomainSplitter`` finds the registered domain (public suffix + one label) with the
+bundled Public Suffix List snapshot (``public_suffix``: tldextract's splits, without
+importing it; never a network fetch), so ``a1b2.c3.example.co.uk`` splits into
+``example.co.uk`` and the labels below it. A name under a suffix the list does not know
+(``x.pirate.sea``) keeps its last two labels, the way an operator would read it. A name's
+entropy (``counts_entropy`` of its ``byte_histogram``) is the Shannon entropy per
+character: tunnels encode data in base32/64/128, which looks far more random than host
+names.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
-import tldextract
+from trafficguard.analyzers.public_suffix import bundled_list
 
 MAX_SUFFIX_LABELS: Final = 6  # longest public suffix (in labels) plus the domain label
 SPLIT_CACHE_SIZE: Final = 65536  # remembered name splits (cleared when full)
 _HOST_CHARS: Final = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
-# Lower-case ASCII letters; every byte that is not a host-name character becomes "x", so
-# the URL parser inside tldextract can never see "/", "@", ":" or "#" in a hostile label.
+# Lower-case ASCII letters; every byte that is not a host-name character becomes "x" (a
+# hostile label cannot hold a rule's "*" or "!", nor the "/", "@", ":" or "#" that the URL
+# parser of tldextract, the reference of these splits, would act on).
 _TO_HOST: Final = bytes(
     (c + 32 if 65 <= c <= 90 else c) if bytes([c]).lower() in _HOST_CHARS else ord("x")
     for c in range(256)
@@ -51,40 +53,71 @@ def byte_histogram(data: bytes) -> dict[int, int]:
     return {b: data.count(b) for b in dict.fromkeys(data)}
 
 
+NameFeatures = tuple[int, int, float, int, dict[int, int]]
+"""(longest label, length, entropy, hash, byte histogram) of a name below its domain."""
+
+
+def name_features(labels: Sequence[bytes], count: int) -> NameFeatures:
+    """What the analyzer keeps of the name ``labels[:count]`` (``1 <= count``).
+
+    The longest label, the length of the lower-cased name joined with dots, the entropy
+    of its bytes without the dots, its salted ``hash`` (distinct names are counted by
+    hash: no name is kept) and that byte histogram. The reference of the C core's
+    ``dns_name_features``, which the analyzer uses when built.
+    """
+    below = labels[:count]
+    sub = b".".join(below).lower()
+    data = sub.replace(b".", b"")
+    histogram = byte_histogram(data)
+    entropy = counts_entropy(histogram.values(), len(data))
+    return max(map(len, below)), len(sub), entropy, hash(sub), histogram
+
+
 class DomainSplitter:
     """Splits question labels into (registered domain, labels below it)."""
 
-    __slots__ = ("_extract", "_labels")
+    __slots__ = ("_labels",)
 
     def __init__(self) -> None:
-        # suffix_list_urls=() and no cache dir: the bundled snapshot, no fetch, no files.
-        self._extract = tldextract.TLDExtract(
-            suffix_list_urls=(), cache_dir=None, include_psl_private_domains=False
-        )
         # hash of the last labels -> labels in the registered domain. Keyed by the salted
         # bytes hash, as the distinct-subdomain sets are: no name is kept.
         self._labels: dict[int, int] = {}
 
-    def split(self, labels: list[bytes]) -> tuple[str, list[bytes]]:
+    def split(self, labels: Sequence[bytes]) -> tuple[str, list[bytes]]:
         """``("example.co.uk", [b"a1b2", b"c3"])``; ``("", [])`` for the root."""
+        n = self.domain_labels(labels)
+        return registered_text(labels, n), list(labels[: len(labels) - n])
+
+    def domain_labels(self, labels: Sequence[bytes]) -> int:
+        """How many of the last ``labels`` make the registered domain (0 for the root)."""
         if not labels:
-            return "", []
+            return 0
         last = labels[-MAX_SUFFIX_LABELS:]
         key = hash(tuple(last))  # the split depends on no more
         n = self._labels.get(key)
         if n is None:
-            tail = [label.translate(_TO_HOST) for label in last]
-            parts = self._extract(b".".join(tail).decode("ascii"))
-            if parts.suffix and parts.domain:
-                n = parts.suffix.count(".") + 2
-            elif parts.suffix:
-                n = parts.suffix.count(".") + 1  # the name is a public suffix itself
-            else:
-                n = 2  # not under a known suffix: keep the last two labels
+            n = self._count(last)
             if len(self._labels) >= SPLIT_CACHE_SIZE:
                 self._labels.clear()
             self._labels[key] = n
-        n = min(n, len(labels))  # never more than the labels joined above
+        return min(n, len(labels))  # never more than the labels joined above
+
+    def _count(self, last: Sequence[bytes]) -> int:
+        """Labels in the registered domain of a name ending in ``last``, as tldextract
+        counts them: it strips the root's trailing dots, then takes the suffix and, when
+        there is one, the label before it; two labels under no rule."""
         to_host = _TO_HOST
-        registered = b".".join([label.translate(to_host) for label in labels[-n:]])
-        return registered.decode("ascii"), labels[:-n]
+        host = b".".join([label.translate(to_host) for label in last]).rstrip(b".")
+        names = host.decode("ascii").split(".")
+        i = bundled_list().suffix_index(names)  # parsed on first use
+        if i is None:
+            return 2  # not under a known suffix: keep the last two labels
+        return len(names) - i + (1 if i and names[i - 1] else 0)  # suffix (+ the domain)
+
+
+def registered_text(labels: Sequence[bytes], n: int) -> str:
+    """The last ``n`` labels as the registered domain's text (host characters only)."""
+    if not n:
+        return ""
+    to_host = _TO_HOST
+    return b".".join([label.translate(to_host) for label in labels[-n:]]).decode("ascii")
