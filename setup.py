@@ -11,6 +11,7 @@ setup(
         Extension(
             "trafficguard.fast._core",
             sources=["trafficguard/fast/_core.c"],
+            libraries=["m"],  # log2 (DNS name entropy)
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
                                 "-Wno-missing-field-initializers", "-Wno-cast-function-type"],
             optional=True,

@@ -12,14 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from realdata import real_pcap
 
+from trafficguard.analyzers import dns
 from trafficguard.analyzers.dns import DnsAnalyzerStage, DnsSummarizer
 from trafficguard.analyzers.dns_features import (
     DomainSplitter,
     byte_histogram,
     counts_entropy,
     histogram_entropy,
+    name_features,
 )
-from trafficguard.analyzers.dns_message import DnsQuestion, parse_question
+from trafficguard.analyzers.dns_message import DnsQuestion, parse_question, question
 from trafficguard.analyzers.dns_records import DnsSummaryRecord
 from trafficguard.config import Config, DnsAnalyzerConfig, parse_config
 from trafficguard.pipeline import replay_records
@@ -159,6 +161,29 @@ def test_dns_over_tcp_and_benign_capture(keys: SensorKeys) -> None:
     busy = _summaries(real_pcap("wireshark-aaa-sip-dns.pcap"), keys)
     assert len(busy) > 20
     assert max(r.char_entropy for r in busy) < 4.3
+
+
+@pytest.mark.usefixtures("fast_core")
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ndpi-dns-tunnel-iodine.pcap",
+        "wireshark-aaa-sip-dns.pcap",
+        "zeek-dns-edns-ecs.pcap",
+        "zeek-ipv6-fragmented-dns.pcap",
+        "tcpdump-dns-tcp.pcap",
+    ],
+)
+def test_python_references_give_the_same_summaries(
+    name: str, keys: SensorKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trafficguard.fast import _core  # noqa: PLC0415 - the compiled core (fixture)
+
+    assert (dns.question, dns.name_features) == (_core.dns_question, _core.dns_name_features)
+    native = _summaries(real_pcap(name), keys)
+    monkeypatch.setattr(dns, "question", question)
+    monkeypatch.setattr(dns, "name_features", name_features)
+    assert native and _summaries(real_pcap(name), keys) == native
 
 
 def test_stage_counts_and_disabled(keys: SensorKeys) -> None:

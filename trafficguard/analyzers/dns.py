@@ -19,17 +19,12 @@ from msgspec import Struct
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from trafficguard.analyzers.dns_features import (
+    MAX_SUFFIX_LABELS,
     DomainSplitter,
-    byte_histogram,
-    counts_entropy,
     histogram_entropy,
+    registered_text,
 )
-from trafficguard.analyzers.dns_message import (
-    QTYPE_NAMES,
-    RCODE_NAMES,
-    DnsQuestion,
-    parse_question,
-)
+from trafficguard.analyzers.dns_message import QTYPE_NAMES, RCODE_NAMES, DnsQuestion, Question
 from trafficguard.analyzers.dns_records import DnsSummaryRecord
 from trafficguard.config import NS_PER_S, DnsAnalyzerConfig
 from trafficguard.decode.packet import PROTO_TCP, PROTO_UDP, Packet
@@ -37,9 +32,17 @@ from trafficguard.flow.hooks import HookHost
 from trafficguard.flow.keys import addr_text
 from trafficguard.flow.state import Flow
 
+try:  # one C call per message for what the pure-Python references below compute
+    from trafficguard.fast._core import dns_name_features as name_features
+    from trafficguard.fast._core import dns_question as question
+except ImportError:  # not built: the references themselves
+    from trafficguard.analyzers.dns_features import name_features
+    from trafficguard.analyzers.dns_message import question
+
 DNS_PORT: Final = 53
 MAX_SERVERS_PER_PAIR: Final = 16
-TOKEN_CACHE_SIZE: Final = 65536
+TOKEN_CACHE_SIZE: Final = 65536  # remembered domain splits and tokens (cleared when full)
+ADDR_CACHE_SIZE: Final = 65536  # remembered address texts (cleared when full)
 _TCP_LEN: Final = struct.Struct("!H")
 MESSAGE_RESULTS: Final = ("parsed", "malformed", "partial_tcp")
 
@@ -50,56 +53,47 @@ class DomainTokens(Protocol):
     def token(self, value: str) -> str: ...
 
 
-class _PairStats:
+class _PairStats(Struct, gc=False):
     """Running features of one client under one registered domain in one interval.
 
-    Most pairs see a message or two, and tens of thousands are open at once: containers
-    are made only when first needed (a response-only pair has no name sets), and the
-    few resolver addresses are a tuple, so an interval holds fewer objects for the
-    garbage collector to walk.
+    Most pairs see a message or two, and tens of thousands are open at once: an
+    untracked struct (``gc=False``: it refers only to strings, numbers and flat
+    containers, never to itself) made with its defaults in C, and containers made only
+    when first needed (a response-only pair has no name sets; the first name's hash is
+    kept as an int and its histogram is the pool; the first resolver is a string, the
+    few others a tuple), so an interval adds almost nothing for the garbage collector
+    to walk.
     """
 
-    __slots__ = (
-        "chars",
-        "distinct",
-        "entropy_max",
-        "entropy_sum",
-        "first_ns",
-        "label_max",
-        "label_sum",
-        "last_ns",
-        "qtypes",
-        "queries",
-        "queries_tcp",
-        "query_bytes",
-        "rcodes",
-        "response_bytes",
-        "response_max",
-        "responses",
-        "servers",
-        "sub_chars_distinct",
-        "sub_max",
-        "sub_sum",
-        "txt_null",
-    )
-
-    def __init__(self, ts_ns: int) -> None:
-        self.first_ns = self.last_ns = ts_ns
-        self.queries = self.responses = self.queries_tcp = self.txt_null = 0
-        self.label_sum = self.label_max = self.sub_sum = self.sub_max = 0
-        self.sub_chars_distinct = 0
-        self.entropy_sum = self.entropy_max = 0.0
-        self.query_bytes = self.response_bytes = self.response_max = 0
-        self.servers: tuple[str, ...] = ()  # distinct, at most MAX_SERVERS_PER_PAIR
-        self.distinct: set[int] | None = None  # hashes of the distinct names below
-        self.chars: dict[int, int] | None = None  # byte histogram of those names
-        self.qtypes: dict[str, int] | None = None
-        self.rcodes: dict[str, int] | None = None
+    first_ns: int
+    last_ns: int
+    server: str  # the first resolver asked
+    servers: tuple[str, ...] = ()  # other distinct ones, MAX_SERVERS_PER_PAIR in all
+    queries: int = 0
+    responses: int = 0
+    queries_tcp: int = 0
+    txt_null: int = 0
+    label_sum: int = 0
+    label_max: int = 0
+    sub_sum: int = 0
+    sub_max: int = 0
+    sub_chars_distinct: int = 0
+    entropy_sum: float = 0.0
+    entropy_max: float = 0.0
+    query_bytes: int = 0
+    response_bytes: int = 0
+    response_max: int = 0
+    # hashes of the distinct names below: the first one's alone, then a set
+    distinct: int | set[int] | None = None
+    chars: dict[int, int] | None = None  # byte histogram of those names
+    name_entropy: float = 0.0  # the first name's: the pool's while it is the only one
+    qtypes: dict[str, int] | None = None
+    rcodes: dict[str, int] | None = None
 
     def add_server(self, server: str) -> None:
-        """Remember a resolver (a tuple: most pairs ask one, and no more than 16 count)."""
+        """Remember a resolver other than ``self.server`` (no more than 16 count)."""
         servers = self.servers
-        if len(servers) < MAX_SERVERS_PER_PAIR and server not in servers:
+        if len(servers) < MAX_SERVERS_PER_PAIR - 1 and server not in servers:
             self.servers = (*servers, server)
 
     def add_response(self, rcode: int, size: int) -> None:
@@ -129,45 +123,44 @@ class _PairStats:
         if qtype in {10, 16}:  # NULL, TXT
             self.txt_null += 1
 
-    def add_name(self, below: list[bytes], max_distinct: int) -> None:
-        """Lengths and entropy of the (non-empty) labels below the registered domain.
+    def add_name(self, labels: tuple[bytes, ...], count: int, max_distinct: int) -> None:
+        """Lengths and entropy of the name ``labels[:count]`` below the registered domain.
 
         The byte histogram is made once: it gives the name's entropy and, for a name not
         seen before, what is pooled into ``chars`` (in first-occurrence order, as
         ``Counter.update`` would insert the bytes).
         """
-        sub = b".".join(below).lower()
-        longest = max(map(len, below))
+        longest, size, entropy, h, histogram = name_features(labels, count)
         self.label_sum += longest
         if longest > self.label_max:  # noqa: PLR1730 (per message: a compare is cheaper than max())
             self.label_max = longest
-        size = len(sub)
         self.sub_sum += size
         if size > self.sub_max:  # noqa: PLR1730 (per message: a compare is cheaper than max())
             self.sub_max = size
-        data = sub.replace(b".", b"")
-        histogram = byte_histogram(data)
-        entropy = counts_entropy(histogram.values(), len(data))
         self.entropy_sum += entropy
         if entropy > self.entropy_max:  # noqa: PLR1730 (per message: a compare is cheaper than max())
             self.entropy_max = entropy
-        if not sub:
+        if not size:
             return
         distinct = self.distinct
-        if distinct is None:
-            distinct = self.distinct = set()
-            self.chars = {}
-        if len(distinct) >= max_distinct:
+        if distinct is None:  # the first name: its histogram is the pool (made for it)
+            self.distinct = h
+            self.sub_chars_distinct = size
+            self.chars = histogram
+            self.name_entropy = entropy
             return
-        h = hash(sub)
-        if h in distinct:
+        if isinstance(distinct, int):
+            if h == distinct:
+                return
+            distinct = self.distinct = {distinct}
+        if len(distinct) >= max_distinct or h in distinct:
             return
         distinct.add(h)
         self.sub_chars_distinct += size
         chars = self.chars
         assert chars is not None  # made with ``distinct``
-        for byte, count in histogram.items():
-            chars[byte] = chars.get(byte, 0) + count
+        for byte, n in histogram.items():
+            chars[byte] = chars.get(byte, 0) + n
 
 
 class DnsSummarizer:
@@ -178,7 +171,10 @@ class DnsSummarizer:
         self.max_pairs = cfg.max_pairs
         self.max_distinct = cfg.max_distinct_subdomains
         self._tokens = tokens
-        self._token_cache: dict[str, str] = {}
+        # Keyed by salted hashes, as the distinct-subdomain sets are: no name is kept.
+        # hash of a name's last labels -> (labels in its registered domain, domain token)
+        self._domains: dict[int, tuple[int, str]] = {}
+        self._token_cache: dict[int, str] = {}  # hash of a registered domain -> token
         self._splitter = DomainSplitter()
         self._interval = -1  # index of the open interval
         self._pairs: dict[tuple[str, str], _PairStats] = {}
@@ -190,40 +186,60 @@ class DnsSummarizer:
     def open_pairs(self) -> int:
         return len(self._pairs)
 
-    def _token(self, registered: str) -> str:
-        tok = self._token_cache.get(registered)
+    def _domain(self, labels: tuple[bytes, ...], key: int) -> tuple[int, str]:
+        """Split and token of a name whose last labels were not seen lately (``key``)."""
+        n = self._splitter.domain_labels(labels)
+        registered = registered_text(labels, n)
+        cache = self._token_cache
+        tok = cache.get(hash(registered))
         if tok is None:
-            if len(self._token_cache) >= TOKEN_CACHE_SIZE:
-                self._token_cache.clear()
-            tok = self._token_cache[registered] = self._tokens.token(registered)
-        return tok
+            if len(cache) >= TOKEN_CACHE_SIZE:
+                cache.clear()
+            tok = cache[hash(registered)] = self._tokens.token(registered)
+        if len(self._domains) >= TOKEN_CACHE_SIZE:
+            self._domains.clear()
+        domain = self._domains[key] = (n, tok)
+        return domain
 
     def observe(
         self, ts_ns: int, q: DnsQuestion, client: str, server: str, size: int, tcp: bool
     ) -> None:
         """Account one parsed message of ``size`` bytes; the question is not kept."""
+        self.account(
+            ts_ns, (q.is_response, q.rcode, q.qtype, tuple(q.labels)), client, server, size, tcp
+        )
+
+    def account(
+        self, ts_ns: int, q: Question, client: str, server: str, size: int, tcp: bool
+    ) -> None:
+        """``observe`` for the analyzer's own (is_response, rcode, qtype, labels) tuples."""
         index = ts_ns // self.interval_ns
         if index > self._interval:
             self.flush()
             self._interval = index
-        registered, below = self._splitter.split(q.labels)
-        key = (client, self._token(registered))
+        is_response, rcode, qtype, labels = q
+        key = hash(labels[-MAX_SUFFIX_LABELS:])  # the split depends on no more
+        domain = self._domains.get(key)
+        n, token = self._domain(labels, key) if domain is None else domain
         pairs = self._pairs
-        st = pairs.get(key)
+        st = pairs.get((client, token))
         if st is None:
             if len(pairs) >= self.max_pairs:
                 self.pairs_dropped += 1
                 return
-            st = pairs[key] = _PairStats(ts_ns)
-        elif ts_ns > st.last_ns:
-            st.last_ns = ts_ns
-        st.add_server(server)
-        if q.is_response:
-            st.add_response(q.rcode, size)
+            st = pairs[client, token] = _PairStats(ts_ns, ts_ns, server)
+        else:
+            if ts_ns > st.last_ns:  # noqa: PLR1730 (per message: a compare is cheaper than max())
+                st.last_ns = ts_ns
+            if server != st.server:
+                st.add_server(server)
+        if is_response:
+            st.add_response(rcode, size)
             return
-        st.add_query(q.qtype, size, tcp)
+        st.add_query(qtype, size, tcp)
+        below = len(labels) - n
         if below:  # no labels below the domain: nothing to measure (all zeros)
-            st.add_name(below, self.max_distinct)
+            st.add_name(labels, below, self.max_distinct)
 
     def close_due(self, now_ns: int) -> None:
         """Emit the open interval once packet time ``now_ns`` is past its end."""
@@ -268,11 +284,30 @@ def _to_record(
     st: _PairStats,
     max_distinct: int,
 ) -> DnsSummaryRecord:
+    """The pair's record. Most pairs hold one query within a second: then the means and
+    the rate are integers as floats (x / 1), which ``round`` would return unchanged, and
+    the entropy sum is the maximum (both are the one name's, or 0.0)."""
     q = st.queries
     responses = st.responses
-    distinct = 0 if st.distinct is None else len(st.distinct)
-    chars = st.chars
-    span_s = max((st.last_ns - st.first_ns) / NS_PER_S, 1.0)
+    entropy_max = round(st.entropy_max, 3)
+    names = st.distinct
+    if names is None:
+        distinct, char_entropy = 0, 0.0
+    elif isinstance(names, int):  # one name: the pool is its histogram
+        distinct, char_entropy = 1, round(st.name_entropy, 3)
+    else:
+        assert st.chars is not None  # made with the first name
+        distinct, char_entropy = len(names), round(histogram_entropy(st.chars.values()), 3)
+    span_ns = st.last_ns - st.first_ns
+    rate = float(q) if span_ns <= NS_PER_S else round(q / (span_ns / NS_PER_S), 3)
+    if q == 1:
+        label_mean, sub_mean = float(st.label_sum), float(st.sub_sum)
+        entropy_mean, txt_null_share = entropy_max, float(st.txt_null)
+    elif q:
+        label_mean, sub_mean = round(st.label_sum / q, 2), round(st.sub_sum / q, 2)
+        entropy_mean, txt_null_share = round(st.entropy_sum / q, 3), round(st.txt_null / q, 3)
+    else:
+        label_mean = sub_mean = entropy_mean = txt_null_share = 0.0
     return DnsSummaryRecord(
         summary_id=summary_id,
         interval_start_ns=start,
@@ -281,22 +316,22 @@ def _to_record(
         last_ns=st.last_ns,
         client_addr=client,
         domain_token=token,
-        servers=len(st.servers),
+        servers=1 + len(st.servers),
         queries=q,
         responses=responses,
         queries_tcp=st.queries_tcp,
-        query_rate_per_s=round(q / span_s, 3),
+        query_rate_per_s=rate,
         distinct_subdomains=distinct,
         distinct_capped=distinct >= max_distinct,
-        label_len_mean=round(st.label_sum / q, 2) if q else 0.0,
+        label_len_mean=label_mean,
         label_len_max=st.label_max,
-        subdomain_len_mean=round(st.sub_sum / q, 2) if q else 0.0,
+        subdomain_len_mean=sub_mean,
         subdomain_len_max=st.sub_max,
         subdomain_chars_distinct=st.sub_chars_distinct,
-        entropy_mean=round(st.entropy_sum / q, 3) if q else 0.0,
-        entropy_max=round(st.entropy_max, 3),
-        char_entropy=0.0 if chars is None else round(histogram_entropy(chars.values()), 3),
-        txt_null_share=round(st.txt_null / q, 3) if q else 0.0,
+        entropy_mean=entropy_mean,
+        entropy_max=entropy_max,
+        char_entropy=char_entropy,
+        txt_null_share=txt_null_share,
         qtypes=_sorted_counts(st.qtypes),
         rcodes=_sorted_counts(st.rcodes),
         query_bytes=st.query_bytes,
@@ -314,6 +349,7 @@ class DnsAnalyzerStage:
     def __init__(self, cfg: DnsAnalyzerConfig, tokens: DomainTokens) -> None:
         self.summarizer = DnsSummarizer(cfg, tokens)
         self.messages = dict.fromkeys(MESSAGE_RESULTS, 0)
+        self._addr_texts: dict[bytes, str] = {}
 
     # -- FlowHook --------------------------------------------------------------------
     def wants_packets(self, pkt: Packet, flow: Flow) -> bool:
@@ -353,15 +389,28 @@ class DnsAnalyzerStage:
             self.messages["partial_tcp"] += 1
 
     def _message(self, pkt: Packet, off: int, end: int, tcp: bool) -> None:
-        q = parse_question(pkt.data, off, end)
+        q = question(pkt.data, off, end)
         if q is None:
             self.messages["malformed"] += 1
             return
         self.messages["parsed"] += 1
-        src = addr_text(pkt.src)
-        dst = addr_text(pkt.dst)
-        client, server = (dst, src) if q.is_response else (src, dst)
-        self.summarizer.observe(pkt.ts_ns, q, client, server, end - off, tcp)
+        texts = self._addr_texts
+        src = texts.get(pkt.src)
+        if src is None:
+            src = self._addr_text(pkt.src)
+        dst = texts.get(pkt.dst)
+        if dst is None:
+            dst = self._addr_text(pkt.dst)
+        client, server = (dst, src) if q[0] else (src, dst)
+        self.summarizer.account(pkt.ts_ns, q, client, server, end - off, tcp)
+
+    def _addr_text(self, addr: bytes) -> str:
+        """``addr_text``, remembered: a resolver or busy client is seen over and over."""
+        texts = self._addr_texts
+        if len(texts) >= ADDR_CACHE_SIZE:
+            texts.clear()
+        text = texts[addr] = addr_text(addr)
+        return text
 
     # -- Stage -----------------------------------------------------------------------
     def attach(self, host: HookHost) -> None:

@@ -46,6 +46,10 @@ RCODE_NAMES: Final[dict[int, str]] = {
 RCODE_LABELS: Final = (*RCODE_NAMES.values(), "other")
 
 
+Question = tuple[bool, int, int, tuple[bytes, ...]]
+"""(is_response, rcode, qtype, labels): what the analyzer reads of one message."""
+
+
 class DnsQuestion(NamedTuple):
     """The parts of one message the analyzer reads (labels are raw bytes, not kept)."""
 
@@ -102,3 +106,12 @@ def parse_question(buf: bytes, off: int, end: int) -> DnsQuestion | None:
         return None
     qtype, _ = _QTAIL.unpack_from(msg, after)
     return DnsQuestion(bool(flags & 0x8000), flags & 0x000F, qtype, labels)
+
+
+def question(buf: bytes, off: int, end: int) -> Question | None:
+    """``parse_question`` as a plain tuple, labels as a (hashable) tuple.
+
+    The reference of the C core's ``dns_question``, which the analyzer uses when built.
+    """
+    q = parse_question(buf, off, end)
+    return None if q is None else (q.is_response, q.rcode, q.qtype, tuple(q.labels))

@@ -17,6 +17,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -2045,7 +2046,152 @@ static PyTypeObject CoreType = {
     .tp_methods = Core_methods,
 };
 
+/* ---- DNS analyzer helpers: ports of analyzers/dns_message.parse_question and
+ * analyzers/dns_features.name_features (the references; tests/property/test_dns_props.py
+ * checks both agree on hostile input). One call each per message instead of a dozen
+ * Python-level steps. */
+#define DNS_HEADER_LEN 12
+#define DNS_MAX_POINTER_HOPS 16
+#define DNS_MAX_NAME_LEN 255
+
+static const char dns_question_doc[] =
+    "dns_question(buf, off, end) -> (is_response, rcode, qtype, labels) | None:\n"
+    "the header flags and first question of the message buf[off:end]; labels a tuple of\n"
+    "bytes (as analyzers.dns_message.parse_question; None when malformed).";
+
+static PyObject *dns_question(PyObject *Py_UNUSED(mod), PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t off, end;
+    if (!PyArg_ParseTuple(args, "y*nn", &view, &off, &end)) return NULL;
+    if (off < 0 || end < off || end > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "dns_question: need 0 <= off <= end <= len(buf)");
+        return NULL;
+    }
+    const uint8_t *m = (const uint8_t *)view.buf + off; /* pointers are message-relative */
+    Py_ssize_t n = end - off;
+    Py_ssize_t starts[DNS_MAX_NAME_LEN / 2 + 1];
+    uint8_t lens[DNS_MAX_NAME_LEN / 2 + 1];
+    int count = 0, total = 0, hops = 0;
+    Py_ssize_t pos = DNS_HEADER_LEN, after = -1;
+    if (n < DNS_HEADER_LEN || be16(m + 4) == 0) goto malformed;
+    for (;;) {
+        if (pos >= n) goto malformed;
+        uint8_t len = m[pos];
+        if (len == 0) {
+            after = after < 0 ? pos + 1 : after;
+            break;
+        }
+        if ((len & 0xC0) == 0xC0) {
+            if (pos + 1 >= n || hops >= DNS_MAX_POINTER_HOPS) goto malformed;
+            if (after < 0) after = pos + 2;
+            pos = (Py_ssize_t)((len & 0x3F) << 8 | m[pos + 1]);
+            hops++;
+            continue;
+        }
+        if (len & 0xC0) goto malformed; /* extended label types */
+        total += len + 1;
+        if (pos + 1 + len > n || total > DNS_MAX_NAME_LEN) goto malformed;
+        starts[count] = pos + 1; /* total <= 255 and len >= 1: at most 127 labels */
+        lens[count++] = len;
+        pos += 1 + len;
+    }
+    if (after + 4 > n) goto malformed;
+    unsigned flags = be16(m + 2), qtype = be16(m + after);
+    PyObject *labels = PyTuple_New(count);
+    if (labels == NULL) goto fail;
+    for (int i = 0; i < count; i++) {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)m + starts[i], lens[i]);
+        if (b == NULL) {
+            Py_DECREF(labels);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(labels, i, b);
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(OIIN)", flags & 0x8000 ? Py_True : Py_False, flags & 0x000F, qtype,
+                         labels);
+malformed:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+static const char dns_name_features_doc[] =
+    "dns_name_features(labels, count) -> (longest, size, entropy, hash, histogram):\n"
+    "what the analyzer keeps of the first count labels (as\n"
+    "analyzers.dns_features.name_features; 1 <= count <= len(labels)).";
+
+static PyObject *dns_name_features(PyObject *Py_UNUSED(mod), PyObject *args) {
+    PyObject *labels;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "O!n", &PyTuple_Type, &labels, &count)) return NULL;
+    if (count < 1 || count > PyTuple_GET_SIZE(labels)) {
+        PyErr_SetString(PyExc_ValueError, "dns_name_features: need 1 <= count <= len(labels)");
+        return NULL;
+    }
+    Py_ssize_t size = count - 1, longest = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *b = PyTuple_GET_ITEM(labels, i);
+        if (!PyBytes_Check(b)) {
+            PyErr_SetString(PyExc_TypeError, "dns_name_features: labels must be bytes");
+            return NULL;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(b);
+        size += len;
+        if (len > longest) longest = len;
+    }
+    /* sub = b".".join(labels[:count]).lower(): its hash is what the analyzer keeps */
+    PyObject *sub = PyBytes_FromStringAndSize(NULL, size);
+    if (sub == NULL) return NULL;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(sub);
+    Py_ssize_t counts[256] = {0}, n = 0;
+    uint8_t order[256];
+    int distinct = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *b = PyTuple_GET_ITEM(labels, i);
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(b);
+        Py_ssize_t len = PyBytes_GET_SIZE(b);
+        if (i) *out++ = '.';
+        for (Py_ssize_t j = 0; j < len; j++) {
+            uint8_t c = p[j];
+            if (c >= 'A' && c <= 'Z') c += 32;
+            *out++ = c;
+            if (c == '.') continue; /* the histogram is of sub.replace(b".", b"") */
+            if (counts[c]++ == 0) order[distinct++] = c;
+            n++;
+        }
+    }
+    Py_hash_t h = PyObject_Hash(sub);
+    Py_DECREF(sub);
+    if (h == -1) return NULL;
+    /* counts_entropy: the same terms, in first-occurrence order, in double precision */
+    double total = 0.0;
+    for (int i = 0; i < distinct; i++) {
+        double p = (double)counts[order[i]] / (double)n;
+        total += p * log2(p);
+    }
+    double entropy = n == 0 ? 0.0 : -total > 0.0 ? -total : 0.0;
+    PyObject *histogram = PyDict_New();
+    if (histogram == NULL) return NULL;
+    for (int i = 0; i < distinct; i++) {
+        PyObject *k = PyLong_FromLong(order[i]), *v = PyLong_FromSsize_t(counts[order[i]]);
+        int bad = k == NULL || v == NULL || PyDict_SetItem(histogram, k, v) < 0;
+        Py_XDECREF(k);
+        Py_XDECREF(v);
+        if (bad) {
+            Py_DECREF(histogram);
+            return NULL;
+        }
+    }
+    return Py_BuildValue("(nndnN)", longest, size, entropy, (Py_ssize_t)h, histogram);
+}
+
 static PyMethodDef module_methods[] = {
+    {"dns_question", dns_question, METH_VARARGS, dns_question_doc},
+    {"dns_name_features", dns_name_features, METH_VARARGS, dns_name_features_doc},
     {"scan_block", scan_block, METH_VARARGS, scan_block_doc},
     {"rtp_replay", rtp_replay, METH_VARARGS,
      "rtp_replay(rates, max_streams, [(ts_ns, rev, rtp_bytes)]) -> (states, is_rtp flags):\n"
