@@ -3,9 +3,10 @@
 
 Loads ``_core`` straight from its shared object (not through the package, so the run
 under valgrind stays short) and exercises feed_pcap, feed_frames, feed_block/scan_block
-(TPACKET_V3 ring blocks), update_packets, callbacks, flow_info/flow_app, tick, flush_some/flush_all,
-take_records (tuples and set_record_factory objects), the counters, per-flow interest, the RTP accounting (rtp_track/rtp_streams/
-rtp_untrack, rtp_replay).
+(TPACKET_V3 ring blocks), update_packets, callbacks, flow_info/flow_app, the start filter
+(set_start_filter, watch_port), the payload tap (set_tap, take_taps), tick,
+flush_some/flush_all, take_records (tuples and set_record_factory objects), the counters,
+per-flow interest, the RTP accounting (rtp_track/rtp_streams/rtp_untrack, rtp_replay).
 
     PYTHONMALLOC=malloc valgrind --leak-check=full python bench/fast_memcheck.py
 """
@@ -76,6 +77,17 @@ def main() -> int:
         return 0
 
     core.set_callback(callback, lambda *fields: fields)  # Packets built in C
+    # a start filter (SIP ports, DNS label, unknown UDP between high ports, a watched port),
+    # switched off again halfway; a tap on port 53 emptied as it goes; bad values refused
+    core.set_start_filter((6, 17), (5060,), (4,), 1024)
+    core.watch_port(80, 1)
+    core.set_tap((53,))
+    for bad in ((70000, 1), (81, -1)):
+        with contextlib.suppress(ValueError):
+            core.watch_port(*bad)
+    with contextlib.suppress(ValueError):
+        core.set_start_filter((6,), (), (99,), 0)
+    taps = []
     frames = []
     for name in ("mix.pcap", "sip-call-rtp.pcap", "dns.pcap", "http.pcap", "tls.pcap"):
         buf = (REPO / "pcaps" / name).read_bytes()
@@ -87,6 +99,10 @@ def main() -> int:
             if status in (1, 3):
                 break
             core.tick(_last)
+            taps.extend(core.take_taps())
+        if name == "dns.pcap":
+            core.set_start_filter(None, (), (), 0)
+            core.watch_port(80, -1)
         # the same bytes once more as Frames, and a truncated tail
         pos = 24
         while pos + 16 <= len(buf):
@@ -146,7 +162,8 @@ def main() -> int:
         core.set_record_factory(dict, fields[:-1], names, names, names, names, names, bytes.hex)
     if not (objects and all(isinstance(o, dict) and len(o) == 27 for o in objects)):
         return 1
-    print(len(rows), "records", len(events), "events", core.counters()["packets"], "packets",
+    assert taps, "the tap saw no DNS payload"
+    print(len(rows), "records", len(events), "events", len(taps), "taps", core.counters()["packets"], "packets",
           len(core.app_counters()), core.memory())  # fmt: skip
     return 0 if rows and events else 1
 

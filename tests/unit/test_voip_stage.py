@@ -481,6 +481,40 @@ def test_python_flow_table_and_fast_path_give_the_same_voip_records(
     assert results[0] == results[1]
 
 
+def test_media_on_announced_privileged_ports_reaches_voip_on_both_paths(
+    tmp_path: Path, keys: SensorKeys
+) -> None:
+    """RTP between ports below 1024 is neither labelled RTP nor a heuristic candidate:
+    only the SDP makes it media. On the fast path such flows pass the start filter because
+    the announced ports (and the RTCP port above each) are watched while the call is known;
+    after the call they are not, and both paths agree throughout."""
+    cap = Capture()
+    ua, px, call_id = (UA, 5060), (PROXY, 5060), "low-ports@ua"
+    inv = f"INVITE sip:{CALLEE}@example.net SIP/2.0"
+    cap.udp(0.0, ua, px, sip(inv, call_id, "1 INVITE", body=sdp(UA, 900)))
+    ok = sip("SIP/2.0 200 OK", call_id, "1 INVITE", to_tag="tt1", body=sdp(PROXY, 950, (0,)))
+    cap.udp(1.0, px, ua, ok)
+    cap.udp(1.01, ua, px, sip("ACK sip:x@example.net SIP/2.0", call_id, "1 ACK", to_tag="tt1"))
+    rtp_stream(cap, 1.05, (UA, 900), (PROXY, 950), 0x77, 50)
+    cap.udp(1.5, (UA, 901), (PROXY, 951), struct.pack("!BBH", 0x81, 201, 7) + bytes(28))
+    cap.udp(4.0, ua, px, sip("BYE sip:x@example.net SIP/2.0", call_id, "2 BYE", to_tag="tt1"))
+    cap.udp(4.05, px, ua, sip("SIP/2.0 200 OK", call_id, "2 BYE", to_tag="tt1"))
+    cap.udp(3000.0, ("198.51.100.7", 4000), ("198.51.100.8", 4001), b"tick")  # packet time on
+    rtp_stream(cap, 3600.0, (UA, 900), (PROXY, 950), 0x78, 20)  # the call is long gone
+    path = cap.write(tmp_path / "low.pcap")
+    voip_kinds = (CallRecord, RtpStreamRecord, VoipIntervalRecord)
+    results = []
+    for mode in ("off", "on"):
+        cfg = parse_config(  # a batch per packet: ticks (and call expiry) between packets
+            {"capture": {"fast_path": mode, "batch_frames": 1}, "voip": {"rtp_heuristic": False}}
+        )
+        results.append([r for r in replay(path, keys, cfg) if isinstance(r, voip_kinds)])
+    assert results[0] == results[1]
+    (call,) = of(results[1], CallRecord)
+    streams = of(results[1], RtpStreamRecord)
+    assert [(s.ssrc, s.call_id_hash) for s in streams] == [(0x77, call.call_id_hash)]  # type: ignore[attr-defined]
+
+
 def test_query_commands_filter_and_show_pseudonyms_only(
     tmp_path: Path, run_cli: Callable[..., subprocess.CompletedProcess[str]]
 ) -> None:

@@ -365,44 +365,57 @@ class DnsAnalyzerStage:
         if not pkt.payload_len:
             return
         proto = pkt.proto
+        off = pkt.payload_off
         if proto == PROTO_UDP:
-            self._message(pkt, pkt.payload_off, pkt.payload_off + pkt.payload_len, False)
+            self._message(pkt.ts_ns, pkt.src, pkt.dst, pkt.data, off, off + pkt.payload_len, False)
         elif proto == PROTO_TCP:
-            self._tcp_segment(pkt)
+            self._tcp_segment(pkt.ts_ns, pkt.src, pkt.dst, pkt.data, off, off + pkt.payload_len)
+
+    def on_payloads(self, taps: list[tuple[int, bytes, bytes, int, bytes]]) -> None:
+        """The fast path's tap: ``on_packet`` for port-53 payloads, with no flow events
+        (the analyzer keeps no flow state, so DNS flows never come back to Python)."""
+        message = self._message
+        for ts_ns, src, dst, proto, payload in taps:
+            if proto == PROTO_UDP:
+                message(ts_ns, src, dst, payload, 0, len(payload), False)
+            elif proto == PROTO_TCP:
+                self._tcp_segment(ts_ns, src, dst, payload, 0, len(payload))
 
     def on_flow_end(self, flow: Flow, reason: str) -> None:
         """Summaries are per interval, not per flow: nothing to do."""
 
-    def _tcp_segment(self, pkt: Packet) -> None:
+    def _tcp_segment(
+        self, ts_ns: int, src: bytes, dst: bytes, data: bytes, off: int, end: int
+    ) -> None:
         """Whole length-prefixed messages in one segment; the rest is counted, not joined."""
-        data = pkt.data
-        off = pkt.payload_off
-        end = off + pkt.payload_len
         while off + 2 <= end:
             (length,) = _TCP_LEN.unpack_from(data, off)
             if off + 2 + length > end or length == 0:
                 self.messages["partial_tcp"] += 1
                 return
-            self._message(pkt, off + 2, off + 2 + length, True)
+            self._message(ts_ns, src, dst, data, off + 2, off + 2 + length, True)
             off += 2 + length
         if off != end:
             self.messages["partial_tcp"] += 1
 
-    def _message(self, pkt: Packet, off: int, end: int, tcp: bool) -> None:
-        q = question(pkt.data, off, end)
+    def _message(
+        self, ts_ns: int, src_addr: bytes, dst_addr: bytes, data: bytes, off: int, end: int,
+        tcp: bool,
+    ) -> None:  # fmt: skip
+        q = question(data, off, end)
         if q is None:
             self.messages["malformed"] += 1
             return
         self.messages["parsed"] += 1
         texts = self._addr_texts
-        src = texts.get(pkt.src)
+        src = texts.get(src_addr)
         if src is None:
-            src = self._addr_text(pkt.src)
-        dst = texts.get(pkt.dst)
+            src = self._addr_text(src_addr)
+        dst = texts.get(dst_addr)
         if dst is None:
-            dst = self._addr_text(pkt.dst)
+            dst = self._addr_text(dst_addr)
         client, server = (dst, src) if q[0] else (src, dst)
-        self.summarizer.account(pkt.ts_ns, q, client, server, end - off, tcp)
+        self.summarizer.account(ts_ns, q, client, server, end - off, tcp)
 
     def _addr_text(self, addr: bytes) -> str:
         """``addr_text``, remembered: a resolver or busy client is seen over and over."""
@@ -414,7 +427,12 @@ class DnsAnalyzerStage:
 
     # -- Stage -----------------------------------------------------------------------
     def attach(self, host: HookHost) -> None:
-        host.add_hook(self)
+        """The fast path's payload tap when there is one, else a flow hook."""
+        add_tap = getattr(host, "add_tap", None)
+        if add_tap is not None:
+            add_tap(frozenset({DNS_PORT}), self.on_payloads)
+        else:
+            host.add_hook(self)
 
     def on_records(self, records: Sequence[Struct]) -> None:
         """The analyzer reads packets, not records."""

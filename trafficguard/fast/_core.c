@@ -111,6 +111,15 @@ typedef struct {
     PyObject *packet_type; /* decode.packet.Packet: hooks get one built here, or None */
     /* set_record_factory: records are built here as record_type(**fields) (NULL: tuples) */
     PyObject *record_type, *record_kwnames, *record_labels[5], *record_addr_text;
+    /* set_start_filter: EV_START only for flows some hook may want (sf_on 0: every flow) */
+    uint8_t sf_on, sf_protos;  /* protocol bits: 1 TCP, 2 UDP, 4 SCTP */
+    uint16_t sf_udp_min;       /* unknown-label UDP flows with both ports >= it (0: none) */
+    uint64_t sf_labels;        /* bit per label: flows of these labels */
+    uint8_t sf_port[65536];    /* flows with one of these ports on either side */
+    uint16_t sf_watch[65536];  /* the same, counted: ports hooks announce while running */
+    /* set_tap: (ts_ns, src, dst, proto, payload) of TCP/UDP payloads on a tap port */
+    uint8_t tap_on, tap_port[65536];
+    PyObject *taps; /* list, taken by take_taps */
 } Core;
 
 /* ---------------------------------------------------------------------------------- */
@@ -1064,6 +1073,33 @@ static int rtp_packet(Core *c, flow_t *f, const pkt_t *p, int fwd) {
 /* ---------------------------------------------------------------------------------- */
 /* the flow table (flow/table.py)                                                        */
 
+static int proto_bit(int proto) {
+    return proto == 6 ? 1 : proto == 17 ? 2 : proto == 132 ? 4 : 0;
+}
+
+/* May a hook want this new flow? Hooks declare what they look at (ports, labels, ...);
+ * a flow outside all of it never costs a Python call (the hooks would ignore it). */
+static int want_start(const Core *c, const flow_t *f, const pkt_t *p) {
+    if (!c->sf_on) return 1;
+    if (!(c->sf_protos & proto_bit(p->proto))) return 0;
+    uint16_t sp = p->sport, dp = p->dport;
+    if (c->sf_port[sp] || c->sf_port[dp] || c->sf_watch[sp] || c->sf_watch[dp]) return 1;
+    if ((c->sf_labels >> f->app) & 1) return 1;
+    return c->sf_udp_min && p->proto == 17 && f->app == L_UNKNOWN && sp >= c->sf_udp_min &&
+           dp >= c->sf_udp_min;
+}
+
+static int tap_packet(Core *c, const pkt_t *p) {
+    int alen = p->v6 ? 16 : 4;
+    PyObject *t = Py_BuildValue("(Ly#y#iy#)", (long long)p->ts, (const char *)p->src,
+                                (Py_ssize_t)alen, (const char *)p->dst, (Py_ssize_t)alen,
+                                (int)p->proto, (const char *)p->data + p->poff, p->plen);
+    if (t == NULL) return -1;
+    int rc = PyList_Append(c->taps, t);
+    Py_DECREF(t);
+    return rc;
+}
+
 static int start_flow(Core *c, const pkt_t *p, const fkey_t *k, uint32_t h, int a_side) {
     if (c->active >= c->max_flows && evict_lru(c) < 0) return -1;
     int proto = p->proto, state = ST_NONE, a_is_src = a_side, fl = 0, lane;
@@ -1106,7 +1142,7 @@ static int start_flow(Core *c, const pkt_t *p, const fkey_t *k, uint32_t h, int 
     c->app_by[label][d] += p->wire_len;
     if (fl & (TCP_FIN | TCP_RST)) tcp_transition(c, f, idx, fl, fwd);
     if (p->plen) classify(f, p, fwd);
-    if (c->callback != Py_None) {
+    if (c->callback != Py_None && want_start(c, f, p)) {
         PyObject *r = call_hook(c, EV_START, idx, p, fwd);
         if (r == NULL) return -1;
         f = &c->pool[idx];
@@ -1151,6 +1187,9 @@ static int update(Core *c, const pkt_t *p) {
 static int update_keyed(Core *c, const pkt_t *p, const fkey_t *kp, uint32_t h, int a_side) {
     fkey_t k = *kp;
     c->packets += p->frames;
+    if (c->tap_on && p->plen && (p->proto == 6 || p->proto == 17) &&
+        (c->tap_port[p->sport] || c->tap_port[p->dport]) && tap_packet(c, p) < 0)
+        return -1;
     uint32_t idx = lookup(c, &k, h);
     if (idx == NIL) return start_flow(c, p, &k, h, a_side);
     flow_t *f = &c->pool[idx];
@@ -1761,6 +1800,102 @@ static PyObject *Core_flow_app(Core *c, PyObject *arg) {
     return PyLong_FromLong(f->app);
 }
 
+/* Ports (0..65535) from an iterable into a flag table (values 0/1). */
+static int port_flags(PyObject *ports, uint8_t *table) {
+    PyObject *it = PyObject_GetIter(ports), *item;
+    if (it == NULL) return -1;
+    while ((item = PyIter_Next(it)) != NULL) {
+        long port = PyLong_AsLong(item);
+        Py_DECREF(item);
+        if (port < 0 || port > 65535) {
+            Py_DECREF(it);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "port out of range");
+            return -1;
+        }
+        table[port] = 1;
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *Core_set_start_filter(Core *c, PyObject *args) {
+    PyObject *protos, *ports, *labels;
+    unsigned int udp_min;
+    if (!PyArg_ParseTuple(args, "OOOI", &protos, &ports, &labels, &udp_min)) return NULL;
+    if (protos == Py_None) { /* every flow */
+        c->sf_on = 0;
+        Py_RETURN_NONE;
+    }
+    uint8_t pbits = 0;
+    uint64_t lbits = 0;
+    PyObject *it = PyObject_GetIter(protos), *item;
+    if (it == NULL) return NULL;
+    while ((item = PyIter_Next(it)) != NULL) {
+        long proto = PyLong_AsLong(item);
+        Py_DECREF(item);
+        pbits |= (uint8_t)proto_bit((int)proto);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return NULL;
+    it = PyObject_GetIter(labels);
+    if (it == NULL) return NULL;
+    while ((item = PyIter_Next(it)) != NULL) {
+        long label = PyLong_AsLong(item);
+        Py_DECREF(item);
+        if (label < 0 || label >= NLABELS) {
+            Py_DECREF(it);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "label out of range");
+            return NULL;
+        }
+        lbits |= (uint64_t)1 << label;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return NULL;
+    if (udp_min > 65535) {
+        PyErr_SetString(PyExc_ValueError, "port out of range");
+        return NULL;
+    }
+    uint8_t table[65536] = {0};
+    if (port_flags(ports, table) < 0) return NULL;
+    memcpy(c->sf_port, table, sizeof table);
+    c->sf_protos = pbits;
+    c->sf_labels = lbits;
+    c->sf_udp_min = (uint16_t)udp_min;
+    c->sf_on = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_watch_port(Core *c, PyObject *args) {
+    int port, delta;
+    if (!PyArg_ParseTuple(args, "ii", &port, &delta)) return NULL;
+    if (port < 0 || port > 65535 || (delta != 1 && delta != -1) ||
+        (delta < 0 && c->sf_watch[port] == 0) || (delta > 0 && c->sf_watch[port] == 65535)) {
+        PyErr_SetString(PyExc_ValueError, "watch_port(port 0..65535, +1 or -1 of a watch held)");
+        return NULL;
+    }
+    c->sf_watch[port] = (uint16_t)(c->sf_watch[port] + delta);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_set_tap(Core *c, PyObject *ports) {
+    uint8_t table[65536] = {0};
+    if (port_flags(ports, table) < 0) return NULL;
+    if (c->taps == NULL && (c->taps = PyList_New(0)) == NULL) return NULL;
+    memcpy(c->tap_port, table, sizeof table);
+    c->tap_on = 0;
+    for (int i = 0; i < 65536 && !c->tap_on; i++) c->tap_on = table[i];
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_take_taps(Core *c, PyObject *Py_UNUSED(ignored)) {
+    if (c->taps == NULL || PyList_GET_SIZE(c->taps) == 0) return PyList_New(0);
+    PyObject *fresh = PyList_New(0);
+    if (fresh == NULL) return NULL;
+    PyObject *out = c->taps;
+    c->taps = fresh;
+    return out;
+}
+
 static PyObject *Core_set_interest(Core *c, PyObject *args) {
     Py_ssize_t idx;
     int bits;
@@ -1919,6 +2054,17 @@ static PyMethodDef Core_methods[] = {
     {"take_records", (PyCFunction)Core_take_records, METH_NOARGS, "Record tuples since last call."},
     {"flow_info", (PyCFunction)Core_flow_info, METH_O, "flow_info(slot): an open flow's tuple"},
     {"flow_app", (PyCFunction)Core_flow_app, METH_O, "flow_app(slot): its label's index"},
+    {"set_start_filter", (PyCFunction)Core_set_start_filter, METH_VARARGS,
+     "set_start_filter(protos or None, ports, labels, udp_min): start events only for flows\n"
+     "of these protocols with one of the ports (or a watched one) on either side, one of\n"
+     "the label indexes, or (udp_min > 0) unknown-label UDP with both ports >= udp_min;\n"
+     "None: every flow"},
+    {"watch_port", (PyCFunction)Core_watch_port, METH_VARARGS,
+     "watch_port(port, +1 or -1): count a port whose flows pass the start filter"},
+    {"set_tap", (PyCFunction)Core_set_tap, METH_O,
+     "set_tap(ports): collect (ts_ns, src, dst, proto, payload) of TCP/UDP payloads with\n"
+     "one of the ports on either side (empty: none)"},
+    {"take_taps", (PyCFunction)Core_take_taps, METH_NOARGS, "The tapped payloads since last call."},
     {"set_callback", (PyCFunction)Core_set_callback, METH_VARARGS,
      "set_callback(callback or None, packet_type=None): hook events; with packet_type, a\n"
      "frame the C decoder took comes as packet_type(ts_ns, wire_len, vlan, ip_version, src,\n"
@@ -2031,6 +2177,7 @@ static void Core_dealloc(Core *c) {
     Py_XDECREF(c->record_kwnames);
     for (int i = 0; i < 5; i++) Py_XDECREF(c->record_labels[i]);
     Py_XDECREF(c->record_addr_text);
+    Py_XDECREF(c->taps);
     Py_TYPE(c)->tp_free((PyObject *)c);
 }
 

@@ -53,6 +53,16 @@ class Core:
     ) -> None: ...  # fmt: skip
     def flow_info(self, slot: int) -> Row: ...  # last item: classify state, not a reason
     def flow_app(self, slot: int) -> int: ...  # index into APP_LABELS
+    def set_start_filter(
+        self,
+        protos: Iterable[int] | None,
+        ports: Iterable[int],
+        labels: Iterable[int],
+        udp_min: int,
+    ) -> None: ...
+    def watch_port(self, port: int, delta: int) -> None: ...
+    def set_tap(self, ports: Iterable[int]) -> None: ...
+    def take_taps(self) -> list[tuple[int, bytes, bytes, int, bytes]]: ...
     def set_callback(
         self,
         callback: Callable[[int, int, object, int], int] | None,

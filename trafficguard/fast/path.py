@@ -43,7 +43,7 @@ from trafficguard.fast.records import record_factory
 from trafficguard.fast.stats import FastStats
 from trafficguard.fast.view import FastFlow
 from trafficguard.flow.classify import APP_LABELS, DEFAULT_PORTS
-from trafficguard.flow.hooks import FlowHook
+from trafficguard.flow.hooks import FlowHook, PayloadTap, StartFilter
 from trafficguard.flow.records import FLOW_END_REASONS, FlowRecord
 from trafficguard.flow.state import DIR_FWD, DIR_REV, Flow
 
@@ -114,6 +114,7 @@ class FastPath:
         self._combos: dict[tuple[FlowHook, ...], tuple[FlowHook, ...]] = {}
         self._start_modes: dict[FlowHook, int] = {}  # release/rtp_only_rest during it
         self._packets = Decoder(dc)  # turns fast frames into Packets for hooks only
+        self._tap: PayloadTap | None = None
         self.stats = FastStats(self._core, fc.max_flows)
 
     # -- hooks -----------------------------------------------------------------------
@@ -121,6 +122,27 @@ class FastPath:
         """Register an analyzer; flows only come back to Python for hooks that want them."""
         self._hooks = (*self._hooks, hook)
         self._core.set_callback(self._on_event, Packet)
+        filters = [getattr(h, "start_filter", None) for h in self._hooks]
+        if any(f is None for f in filters):  # a hook that may act on any flow
+            self._core.set_start_filter(None, (), (), 0)
+            return
+        union = StartFilter.union(filters)  # type: ignore[arg-type]
+        labels = [APP_LABELS.index(label) for label in union.labels]
+        self._core.set_start_filter(union.protos, union.ports, labels, union.unknown_udp_min_port)
+
+    def watch_port(self, port: int, delta: int) -> None:
+        """Count (+1) or uncount (-1) a port whose flows pass the start filter: ports a
+        hook learns while running, such as announced media."""
+        self._core.watch_port(port, delta)
+
+    def add_tap(self, ports: frozenset[int], tap: PayloadTap) -> None:
+        """Hand ``tap`` the payloads of TCP/UDP packets with one of ``ports`` on either
+        side, in packet order, at the end of each batch (before the pipeline's tick).
+        One tap (the DNS analyzer's) is all a pipeline has."""
+        if self._tap is not None:
+            raise ValueError("the fast path has one payload tap")
+        self._tap = tap
+        self._core.set_tap(ports)
 
     def _packet(self, obj: object) -> Packet:
         """The C core builds Packets from its own decode (no second decode here)."""
@@ -286,6 +308,10 @@ class FastPath:
 
     def _batch_end(self, last_ts_ns: int) -> None:
         self._decoder.expire_if_due(last_ts_ns)
+        if self._tap is not None:
+            taps = self._core.take_taps()
+            if taps:
+                self._tap(taps)
 
     def pcap_batches(self, reader: ChunkReader, buf: bytes, max_frames: int) -> Iterator[BatchInfo]:
         """Process a classic pcap stream in batches of ``max_frames`` frames.

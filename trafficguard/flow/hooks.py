@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from msgspec import Struct
@@ -29,6 +30,12 @@ class FlowHook(Protocol):
     to Python. A hook without it gets every packet, as before. The Python table may still
     make those calls, so a hook's output must not depend on flows it declined.
 
+    Start filter (optional): a hook may also have a ``start_filter`` attribute, a
+    ``StartFilter`` that covers every flow whose start or packets it could act on. When
+    every hook has one, the fast path calls ``on_flow_start`` only for flows inside their
+    union; a flow outside it never comes back to Python. The Python table calls every hook
+    for every flow, so a hook must ignore the flows outside its filter.
+
     Later, on the fast path (``FastPath.release(flow, hook)``), a hook may give up a flow
     it wanted (e.g. the RTP heuristic said no); the VoIP stage also hands RTP accounting
     to the C core (``FastPath.track_rtp``/``rtp_only_rest``/``rtp_streams``). Hooks find
@@ -40,6 +47,42 @@ class FlowHook(Protocol):
     def on_packet(self, pkt: Packet, flow: Flow, direction: str) -> None: ...
 
     def on_flow_end(self, flow: Flow, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StartFilter:
+    """The flows a hook may act on: one of ``protos`` and either one of ``ports`` on either
+    side, a flow label (at its first packet) in ``labels``, or, with
+    ``unknown_udp_min_port``, an unknown-label UDP flow with both ports at or above it.
+    Ports a hook learns while running (announced media) go to ``FastPath.watch_port``."""
+
+    protos: frozenset[int]
+    ports: frozenset[int] = frozenset()
+    labels: frozenset[str] = frozenset()
+    unknown_udp_min_port: int = 0  # 0: none
+
+    @staticmethod
+    def union(filters: Iterable[StartFilter]) -> StartFilter:
+        """One filter covering all of ``filters``."""
+        protos: set[int] = set()
+        ports: set[int] = set()
+        labels: set[str] = set()
+        mins = []
+        for f in filters:
+            protos |= f.protos
+            ports |= f.ports
+            labels |= f.labels
+            if f.unknown_udp_min_port:
+                mins.append(f.unknown_udp_min_port)
+        return StartFilter(
+            frozenset(protos), frozenset(ports), frozenset(labels), min(mins, default=0)
+        )
+
+
+PayloadTap = Callable[[list[tuple[int, bytes, bytes, int, bytes]]], None]
+"""Takes ``(ts_ns, src, dst, proto, payload)`` of tapped TCP/UDP packets, in packet order
+(``FastPath.add_tap``): an analyzer that reads payloads on a few ports and keeps no flow
+state, such as DNS, needs no flow events at all."""
 
 
 class SelectiveFlowHook(FlowHook, Protocol):

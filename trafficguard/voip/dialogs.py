@@ -28,6 +28,7 @@ protocol tokens, never emitted) and SDP-derived network endpoints.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -331,6 +332,9 @@ class CallTracker:
         # port -> how many known endpoints use it: a UDP flow whose ports are not here
         # cannot be announced media, and needs no address text to find that out
         self._media_ports: dict[int, int] = {}
+        # told when a port gains its first endpoint (+1) or loses its last (-1): the fast
+        # path's start filter lets those ports' flows through (VoipStage.attach sets it)
+        self.port_watch: Callable[[int, int], None] | None = None
         self._timers: list[tuple[int, int, str]] = []  # (deadline, seq, key) lazy heap
         self._timer_seq = 0
         self._out: list[CallRecord | RegistrationRecord] = []
@@ -377,6 +381,8 @@ class CallTracker:
             self._media_ports[port] = left
         else:
             del self._media_ports[port]
+            if self.port_watch is not None:
+                self.port_watch(port, -1)
 
     def media_rtpmap(self, endpoint: str) -> dict[int, tuple[str, int]]:
         """Payload type -> (codec, clock rate) the SDP gave for ``addr:port`` ({} if none)."""
@@ -422,6 +428,9 @@ class CallTracker:
         self._regs.clear()
         self._media_owner.clear()
         self._media_rtpmap.clear()
+        if self.port_watch is not None:
+            for port in self._media_ports:
+                self.port_watch(port, -1)
         self._media_ports.clear()
         self._timers.clear()
 
@@ -495,7 +504,10 @@ class CallTracker:
                 call.media.append(endpoint)
             if endpoint not in self._media_owner:
                 port = _endpoint_port(endpoint)
-                self._media_ports[port] = self._media_ports.get(port, 0) + 1
+                users = self._media_ports.get(port, 0)
+                self._media_ports[port] = users + 1
+                if not users and self.port_watch is not None:
+                    self.port_watch(port, 1)
             self._media_owner[endpoint] = call.call_id_hash
             if m.rtpmap:
                 self._media_rtpmap[endpoint] = m.rtpmap

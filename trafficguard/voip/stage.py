@@ -37,7 +37,7 @@ from prometheus_client.core import Metric
 
 from trafficguard.config import NS_PER_S, VoipConfig
 from trafficguard.decode.packet import PROTO_SCTP, PROTO_TCP, PROTO_UDP, Packet
-from trafficguard.flow.hooks import HookHost
+from trafficguard.flow.hooks import HookHost, StartFilter
 from trafficguard.flow.keys import addr_text
 from trafficguard.flow.state import DIR_FWD, Flow
 from trafficguard.voip.dialogs import CallTimeouts, CallTracker
@@ -78,6 +78,7 @@ from trafficguard.voip.websocket import (
 
 NS_PER_MS: Final = 1_000_000
 _RTP_MIN_PORT: Final = 1024
+MAX_PORT: Final = 65535
 _MAX_RTCP_SOURCES: Final = 65536  # SSRCs whose latest RTCP figures are remembered
 _SEQ_MASK: Final = 0xFFFFFFFF
 _TCP_PORTS_SEQ: Final = struct.Struct("!HHI")
@@ -486,6 +487,14 @@ class VoipStage:
         self._tls_ports = frozenset(cfg.sip_tls_ports)
         self._ws_ports = WS_PORTS - self._tls_ports
         self._heuristic = cfg.rtp_heuristic
+        # every flow _decide could give a handler or count (announced media ports are
+        # watched while they are known, see attach)
+        self.start_filter = StartFilter(
+            _VOIP_PROTOS,
+            self._sip_ports | self._tls_ports | self._ws_ports,
+            frozenset({"sip", "sip-tls", "rtp", "rtcp"}),
+            _RTP_MIN_PORT if self._heuristic else 0,
+        )
         self._handlers: dict[Flow, _Handler] = {}  # by identity: one lookup per packet
         self._untied: dict[Flow, _Media] = {}  # confirmed media flows no SDP named yet
         self._rtcp: dict[int, _RtcpFigures] = {}
@@ -503,6 +512,16 @@ class VoipStage:
         host.add_hook(self)
         if hasattr(host, "track_rtp"):
             self.native = host  # type: ignore[assignment]
+        watch_port = getattr(host, "watch_port", None)
+        if watch_port is not None:
+
+            def watch(port: int, delta: int) -> None:
+                # a flow is media if a port or the port below it (RTCP) was announced
+                for p in (port, port + 1):
+                    if 0 <= p <= MAX_PORT:
+                        watch_port(p, delta)
+
+            self.tracker.port_watch = watch
 
     def on_records(self, records: Sequence[Struct]) -> None:
         """The VoIP stage is first: it reads no other stage's records."""
