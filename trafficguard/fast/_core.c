@@ -2131,20 +2131,7 @@ static int Core_init(Core *c, PyObject *args, PyObject *kw) {
     }
     Py_DECREF(it);
     if (PyErr_Occurred()) return -1;
-    it = PyObject_GetIter(tunnels);
-    if (it == NULL) return -1;
-    while ((item = PyIter_Next(it)) != NULL) {
-        long port = PyLong_AsLong(item);
-        Py_DECREF(item);
-        if (port < 0 || port > 65535) {
-            Py_DECREF(it);
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "bad tunnel port");
-            return -1;
-        }
-        c->tunnel_port[port] = 1;
-    }
-    Py_DECREF(it);
-    if (PyErr_Occurred()) return -1;
+    if (port_flags(tunnels, c->tunnel_port) < 0) return -1;
     c->pool_cap = c->max_flows < 1024 ? c->max_flows : 1024;
     c->pool = PyMem_RawMalloc((size_t)c->pool_cap * sizeof(flow_t));
     c->tab_mask = 2047;
