@@ -258,42 +258,51 @@ class Pipeline:
 
         The fast path ends the open flows ``FLUSH_CHUNK`` at a time and each chunk of flow
         records goes through every stage's ``on_records`` and to the sinks before the next
-        is made (peak memory does not grow with the open flows); stages are told to finish
-        and give their records only after the last chunk, so stages and sinks see the
-        records in the same order as from one ``flush_all``.
+        is made (peak memory does not grow with the open flows). Then the stages finish in
+        order; what one gives back goes through the later stages' ``on_records`` and to
+        the sinks before the next one finishes — in chunks for a stage with
+        ``finish_chunks`` (the DNS analyzer's last interval can be tens of thousands of
+        summaries: the store writer commits the first while the rest are made). Stages and
+        sinks see the same records in the same order as from one ``flush_all``.
         """
         chunks = getattr(self.flows, "flush_chunks", None)
         if chunks is None:
             self.flows.flush_all()
-            self._route(self.flows.take_records(), finish_ns=self.last_ts_ns)
+            self._pass_on(self.flows.take_records(), 0)
         else:
             for _ in chunks(FLUSH_CHUNK):
-                records = self.flows.take_records()
-                if records:
-                    for stage in self.stages:
-                        stage.on_records(records)
-                    self._emit(records)
-            self._route([], finish_ns=self.last_ts_ns)
+                self._pass_on(self.flows.take_records(), 0)
+        for i, stage in enumerate(self.stages):
+            finish_chunks = getattr(stage, "finish_chunks", None)
+            if finish_chunks is None:
+                stage.finish(self.last_ts_ns)
+                self._pass_on(stage.take_records(), i + 1)
+            else:
+                for records in finish_chunks(self.last_ts_ns, FLUSH_CHUNK):
+                    self._pass_on(records, i + 1)
         self.decoder.expire(self.last_ts_ns + 10**18)
         self.flush()
+
+    def _pass_on(self, records: Sequence[msgspec.Struct], first: int) -> None:
+        """``records`` through the ``on_records`` of the stages from index ``first`` on
+        (not their ticks or ``take_records``), then to the sinks."""
+        if not records:
+            return
+        for stage in self.stages[first:]:
+            stage.on_records(records)
+        self._emit(records)
 
     def close(self) -> None:
         for _, sink in self.sinks:
             self._guard(sink.close)
 
     # -- records through the stages to the sinks ---------------------------------------
-    def _route(self, records: Sequence[msgspec.Struct], finish_ns: int | None = None) -> None:
-        """Stage i sees the flow records plus what stages before it emitted; then sinks.
-
-        With ``finish_ns`` every stage is also told to close what it holds open, after it
-        has seen the final records of the stages before it.
-        """
+    def _route(self, records: Sequence[msgspec.Struct]) -> None:
+        """Stage i sees the flow records plus what stages before it emitted; then sinks."""
         out = list(records)
         for stage in self.stages:
             if out:
                 stage.on_records(out)
-            if finish_ns is not None:
-                stage.finish(finish_ns)
             new = stage.take_records()
             if new:
                 out.extend(new)

@@ -141,6 +141,26 @@ def test_summarizer_intervals_bound_and_features() -> None:
     assert len(s.take_records()) == 16
 
 
+def test_flush_in_chunks_gives_what_one_flush_gives() -> None:
+    """The last interval in lists of at most 3 summaries: the records of ``flush``, in
+    its order, and the pairs are gone once the chunks are taken."""
+    got = {}
+    for chunked in (False, True):
+        s = DnsSummarizer(DnsAnalyzerConfig(interval_s=60), _Tokens())
+        for i in range(8):
+            q = DnsQuestion(False, 0, 1, [f"h{i}".encode(), b"example", b"com"])
+            s.observe(i * NS, q, f"10.0.0.{i % 5}", "10.0.0.53", 40 + i, False)
+        if chunked:
+            chunks = list(s.flush_chunks(3))
+            assert [len(c) for c in chunks] == [3, 2]  # five clients, one domain
+            got[chunked] = [r for c in chunks for r in c]
+        else:
+            s.flush()
+            got[chunked] = s.take_records()
+        assert s.open_pairs == 0 and s.summaries == 5
+    assert got[True] == got[False]
+
+
 # -- real captures -----------------------------------------------------------------------
 def test_iodine_capture_features_without_names(keys: SensorKeys) -> None:
     recs = _summaries(real_pcap("ndpi-dns-tunnel-iodine.pcap"), keys)

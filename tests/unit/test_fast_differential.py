@@ -202,6 +202,24 @@ def test_chunked_final_flush_keeps_order(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(out["on"]) > 1000
 
 
+def test_chunked_final_flush_gives_what_one_step_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flows and the stages' last records (the DNS analyzer's summaries) in chunks of 3:
+    the same records, in the same order, as in one step."""
+    import trafficguard.pipeline as pipeline_mod  # noqa: PLC0415
+
+    cfg = Config.model_validate({"privacy": {"keys_dir": str(tmp_path / "keys")}})
+    out = {}
+    for chunk in (3, 10**9):
+        with monkeypatch.context() as m:
+            m.setattr(pipeline_mod, "FLUSH_CHUNK", chunk)
+            out[chunk] = replay_records(CAPTURES, cfg)
+    assert out[3] == out[10**9]
+    kinds = [type(r).kind for r in out[3]]  # type: ignore[attr-defined]
+    assert kinds.count("dns_summary") > 3  # more than one chunk of summaries
+
+
 @pytest.fixture(scope="module")
 def workload_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small ``bench/make_workload.py`` file (RTP-heavy, SIP, DNS, scans, VLAN, IPv6)."""

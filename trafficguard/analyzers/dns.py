@@ -12,7 +12,7 @@ because only port-53 packets reach it: every other packet returns after two int 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, Protocol
 
 from msgspec import Struct
@@ -248,18 +248,32 @@ class DnsSummarizer:
 
     def flush(self) -> None:
         """Emit every pair of the open interval (end of interval or end of input)."""
-        if not self._pairs:
+        for records in self.flush_chunks(len(self._pairs) or 1):
+            self._out.extend(records)
+
+    def flush_chunks(self, size: int) -> Iterator[list[DnsSummaryRecord]]:
+        """``flush`` as lists of at most ``size`` records, made as they are asked for (the
+        caller passes each on before the next is made)."""
+        pairs = self._pairs
+        if not pairs:
             return
+        self._pairs = {}
+        self.summaries += len(pairs)
         start = self._interval * self.interval_ns
         end = start + self.interval_ns
         token = self._tokens.token
         max_distinct = self.max_distinct
-        append = self._out.append
-        for (client, domain), st in self._pairs.items():
+        out: list[DnsSummaryRecord] = []
+        append = out.append
+        for (client, domain), st in pairs.items():
             summary_id = token(f"dns_summary|{client}|{domain}|{start}")
             append(_to_record(summary_id, client, domain, start, end, st, max_distinct))
-        self.summaries += len(self._pairs)
-        self._pairs = {}
+            if len(out) >= size:
+                yield out
+                out = []
+                append = out.append
+        if out:
+            yield out
 
     def take_records(self) -> list[DnsSummaryRecord]:
         out, self._out = self._out, []
@@ -445,6 +459,13 @@ class DnsAnalyzerStage:
 
     def finish(self, now_ns: int) -> None:
         self.summarizer.flush()
+
+    def finish_chunks(self, now_ns: int, size: int) -> Iterator[Sequence[Struct]]:
+        """``finish`` + ``take_records`` in lists of at most ``size`` summaries."""
+        held = self.take_records()
+        if held:
+            yield held
+        yield from self.summarizer.flush_chunks(size)
 
     def collect(self) -> Iterable[Metric]:
         msgs = CounterMetricFamily(

@@ -106,7 +106,9 @@ class Stage(Protocol):
     here); ``tick`` when the expiry tick runs; ``take_records`` to collect what the stage
     finished (the pipeline passes them to later stages and to the sinks); ``finish`` at
     end of input or shutdown (close everything open, so the next ``take_records`` gets
-    it); ``collect`` at scrape time from the metrics thread (read plain ints only, and
+    it) — or, if the stage has it, ``finish_chunks(now_ns, size)``, an iterator of lists
+    of at most ``size`` records that does both, for a stage that holds many at the end;
+    ``collect`` at scrape time from the metrics thread (read plain ints only, and
     use only closed-set label values — the registry sanitises them again).
     """
 
