@@ -14,6 +14,7 @@ table; a store written by a newer or unknown schema is refused rather than guess
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 import subprocess
@@ -504,10 +505,18 @@ class SqliteWriterSink(SqliteSink):
             raise
 
     def _start_child(self) -> None:
+        # the child imports the trafficguard this process runs, wherever it came from
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         try:
             # its own process group: a terminal's Ctrl-C goes to this process, which closes it
             proc = subprocess.Popen(
-                self._child_args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, process_group=0
+                self._child_args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=env,
+                process_group=0,
             )
         except OSError as err:
             reason = f"cannot start the store writer: {error_reason(err)}"
