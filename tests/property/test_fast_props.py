@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ from hypothesis import strategies as st
 
 from trafficguard.config import Config
 from trafficguard.pipeline import Pipeline
+from trafficguard.privacy.keys import SensorKeys, init_keys
 from trafficguard.sinks.memory import MemorySink
+from trafficguard.wiring import build_context, build_stages
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -141,6 +144,40 @@ def test_random_frames_same_records(
 def test_garbage_frames_same_records(blobs: list[bytes]) -> None:
     batch = [(T0 + i * 10**6, 1, b, len(b)) for i, b in enumerate(blobs)]
     assert _run(batch, "on") == _run(batch, "off")
+
+
+_STAGE_KEYS: list[SensorKeys] = []
+
+
+def _run_with_stages(batch: list[tuple[int, int, bytes, int]], mode: str) -> list[Any]:
+    """``_run`` with every default stage (VoIP, DNS analyzer, detectors): on the fast path
+    the start filter and the DNS payload tap decide what comes back to Python."""
+    if not _STAGE_KEYS:
+        _STAGE_KEYS.append(init_keys(Path(tempfile.mkdtemp(prefix="tg-props-")) / "k"))
+    data: dict[str, Any] = {k: dict(v) for k, v in STRESS.items()}
+    data["capture"] = {"batch_frames": 16, "fast_path": mode}
+    cfg = Config.model_validate(data)
+    ctx = build_context(cfg, _STAGE_KEYS[0])
+    memory = MemorySink()
+    pipeline = Pipeline(cfg, [("m", memory)], stages=build_stages(ctx),
+                        record_transform=ctx.record_transform)  # fmt: skip
+    for i in range(0, len(batch), 7):
+        pipeline.process_batch(batch[i : i + 7])
+    pipeline.finish()
+    return list(memory.records)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(FRAME_LISTS)
+def test_random_frames_same_records_with_default_stages(
+    items: list[tuple[bytes, list[tuple[int, int]], int, int]],
+) -> None:
+    ts = T0
+    batch = []
+    for data, edits, gap, linktype in items:
+        ts += gap
+        batch.append((ts, linktype, _mutated(data, edits), len(data) + 4))
+    assert _run_with_stages(batch, "on") == _run_with_stages(batch, "off")
 
 
 def test_fuzzer_short_run() -> None:
