@@ -6,7 +6,9 @@ sender, the response's receiver) and registered domain, and reduced at once to c
 lengths and entropies; the domain itself is kept only as a keyed token. At the end of
 each packet-time interval every client/domain pair becomes one ``DnsSummaryRecord`` —
 what DNS tunnel and exfiltration detectors read. Per-message Python is acceptable here
-because only port-53 packets reach it: every other packet returns after two int compares.
+because only port-53 payloads reach it: on the compiled fast path they come from its
+payload tap (no flow events at all), on the Python table every other packet returns after
+two int compares.
 """
 
 from __future__ import annotations
@@ -356,7 +358,8 @@ def _to_record(
 
 
 class DnsAnalyzerStage:
-    """The DNS analyzer as a pipeline stage (flow hook + summaries per interval)."""
+    """The DNS analyzer as a pipeline stage (payload tap or flow hook + summaries per
+    interval)."""
 
     name = "dns"
 
