@@ -76,7 +76,9 @@ def bench(
             store={"sqlite": {"enabled": False, "path": str(tmp / "unused.db")}},
             live={"block_count": block_count, "stats_interval_s": 0.5},
         )
-        daemon = DaemonProc(veth, config, tmp / f"bench{workers}.log", "--workers", str(workers))
+        log = tmp / f"bench{workers}.log"
+        log.unlink(missing_ok=True)  # DaemonProc appends: an old run's events would match
+        daemon = DaemonProc(veth, config, log, "--workers", str(workers))
         try:
             daemon.wait_event("capture.started")
             sent_total = 0
