@@ -114,10 +114,25 @@ FRAME_LISTS = st.lists(
 STRESS: dict[str, Any] = fuzz_fast.STRESS
 
 
-def _run(batch: list[tuple[int, int, bytes, int]], mode: str) -> tuple[Any, ...]:
+_STAGE_KEYS: list[SensorKeys] = []
+
+
+def _run(
+    batch: list[tuple[int, int, bytes, int]], mode: str, stages: bool = False
+) -> tuple[Any, ...]:
+    """Records, decode errors and skips, packets per label; with ``stages`` every default
+    stage (VoIP, DNS analyzer, detectors) runs too, so on the fast path the start filter
+    and the DNS payload tap decide what comes back to Python."""
     cfg = Config.model_validate({**STRESS, "capture": {"batch_frames": 16, "fast_path": mode}})
     memory = MemorySink()
-    pipeline = Pipeline(cfg, [("m", memory)])
+    if stages:
+        if not _STAGE_KEYS:
+            _STAGE_KEYS.append(init_keys(Path(tempfile.mkdtemp(prefix="tg-props-")) / "k"))
+        ctx = build_context(cfg, _STAGE_KEYS[0])
+        pipeline = Pipeline(cfg, [("m", memory)], stages=build_stages(ctx),
+                            record_transform=ctx.record_transform)  # fmt: skip
+    else:
+        pipeline = Pipeline(cfg, [("m", memory)])
     for i in range(0, len(batch), 7):
         pipeline.process_batch(batch[i : i + 7])
     pipeline.finish()
@@ -125,18 +140,23 @@ def _run(batch: list[tuple[int, int, bytes, int]], mode: str) -> tuple[Any, ...]
             pipeline.snapshot().app_packets)  # fmt: skip
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(FRAME_LISTS)
-def test_random_frames_same_records(
-    items: list[tuple[bytes, list[tuple[int, int]], int, int]],
-) -> None:
+def _batch(items: list[tuple[bytes, list[tuple[int, int]], int, int]]) -> list[Any]:
+    """Frames of a FRAME_LISTS example: mutated, at increasing packet times."""
     ts = T0
     batch = []
     for data, edits, gap, linktype in items:
         ts += gap
         batch.append((ts, linktype, _mutated(data, edits), len(data) + 4))
-    fast = _run(batch, "on")
-    assert fast == _run(batch, "off")
+    return batch
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(FRAME_LISTS)
+def test_random_frames_same_records(
+    items: list[tuple[bytes, list[tuple[int, int]], int, int]],
+) -> None:
+    batch = _batch(items)
+    assert _run(batch, "on") == _run(batch, "off")
 
 
 @settings(max_examples=200, deadline=None)
@@ -146,38 +166,13 @@ def test_garbage_frames_same_records(blobs: list[bytes]) -> None:
     assert _run(batch, "on") == _run(batch, "off")
 
 
-_STAGE_KEYS: list[SensorKeys] = []
-
-
-def _run_with_stages(batch: list[tuple[int, int, bytes, int]], mode: str) -> list[Any]:
-    """``_run`` with every default stage (VoIP, DNS analyzer, detectors): on the fast path
-    the start filter and the DNS payload tap decide what comes back to Python."""
-    if not _STAGE_KEYS:
-        _STAGE_KEYS.append(init_keys(Path(tempfile.mkdtemp(prefix="tg-props-")) / "k"))
-    data: dict[str, Any] = {k: dict(v) for k, v in STRESS.items()}
-    data["capture"] = {"batch_frames": 16, "fast_path": mode}
-    cfg = Config.model_validate(data)
-    ctx = build_context(cfg, _STAGE_KEYS[0])
-    memory = MemorySink()
-    pipeline = Pipeline(cfg, [("m", memory)], stages=build_stages(ctx),
-                        record_transform=ctx.record_transform)  # fmt: skip
-    for i in range(0, len(batch), 7):
-        pipeline.process_batch(batch[i : i + 7])
-    pipeline.finish()
-    return list(memory.records)
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(FRAME_LISTS)
 def test_random_frames_same_records_with_default_stages(
     items: list[tuple[bytes, list[tuple[int, int]], int, int]],
 ) -> None:
-    ts = T0
-    batch = []
-    for data, edits, gap, linktype in items:
-        ts += gap
-        batch.append((ts, linktype, _mutated(data, edits), len(data) + 4))
-    assert _run_with_stages(batch, "on") == _run_with_stages(batch, "off")
+    batch = _batch(items)
+    assert _run(batch, "on", stages=True) == _run(batch, "off", stages=True)
 
 
 def test_fuzzer_short_run() -> None:
