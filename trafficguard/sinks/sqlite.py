@@ -40,6 +40,7 @@ from trafficguard.sinks.store_writer import (
     enlarge_pipe,
     error_reason,
     read_frame,
+    rollback,
     write_frame,
 )
 from trafficguard.voip.kpi import VoipIntervalRecord
@@ -397,10 +398,10 @@ class SqliteSink:
             self._install(spec)
             self._conn.execute("COMMIT")
         except sqlite3.Error as err:
-            self._rollback()
+            rollback(self._conn)
             raise _store_error(self.path, err) from None
         except StoreError:
-            self._rollback()
+            rollback(self._conn)
             raise
 
     def write(self, records: Sequence[msgspec.Struct]) -> None:
@@ -449,13 +450,6 @@ class SqliteSink:
             written[kind] = written.get(kind, 0) + len(rows)
         self._pending = {}
         self._pending_count = 0
-
-    def _rollback(self) -> None:
-        try:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # the original error is the one worth reporting
 
     def close(self) -> None:
         """Flush and close; idempotent. The connection closes even if the flush fails."""

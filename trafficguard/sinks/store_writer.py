@@ -66,12 +66,18 @@ def commit_rows(
                 conn.executemany(inserts[kind], kind_rows)
         conn.execute("COMMIT")
     except sqlite3.Error:
-        try:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # the original error is the one worth reporting
+        rollback(conn)
         raise
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back an open transaction after a failure, keeping quiet about its own errors:
+    the original error is the one worth reporting."""
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 def enlarge_pipe(fd: int) -> None:
