@@ -1800,22 +1800,29 @@ static PyObject *Core_flow_app(Core *c, PyObject *arg) {
     return PyLong_FromLong(f->app);
 }
 
-/* Ports (0..65535) from an iterable into a flag table (values 0/1). */
-static int port_flags(PyObject *ports, uint8_t *table) {
-    PyObject *it = PyObject_GetIter(ports), *item;
+/* Ints 0..n-1 from an iterable into a flag table of n entries (values 0/1); returns how
+ * many flags are set, or -1 with ValueError("<what> out of range") for any other value. */
+static int int_flags(PyObject *values, uint8_t *table, long n, const char *what) {
+    PyObject *it = PyObject_GetIter(values), *item;
     if (it == NULL) return -1;
+    int set = 0;
     while ((item = PyIter_Next(it)) != NULL) {
-        long port = PyLong_AsLong(item);
+        long v = PyLong_AsLong(item);
         Py_DECREF(item);
-        if (port < 0 || port > 65535) {
+        if (v < 0 || v >= n) {
             Py_DECREF(it);
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "port out of range");
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "%s out of range", what);
             return -1;
         }
-        table[port] = 1;
+        set += !table[v];
+        table[v] = 1;
     }
     Py_DECREF(it);
-    return PyErr_Occurred() ? -1 : 0;
+    return PyErr_Occurred() ? -1 : set;
+}
+
+static int port_flags(PyObject *ports, uint8_t *table) {
+    return int_flags(ports, table, 65536, "port");
 }
 
 static PyObject *Core_set_start_filter(Core *c, PyObject *args) {
@@ -1826,31 +1833,15 @@ static PyObject *Core_set_start_filter(Core *c, PyObject *args) {
         c->sf_on = 0;
         Py_RETURN_NONE;
     }
-    uint8_t pbits = 0;
+    uint8_t proto_seen[256] = {0}, label_seen[NLABELS] = {0}, pbits = 0;
     uint64_t lbits = 0;
-    PyObject *it = PyObject_GetIter(protos), *item;
-    if (it == NULL) return NULL;
-    while ((item = PyIter_Next(it)) != NULL) {
-        long proto = PyLong_AsLong(item);
-        Py_DECREF(item);
-        pbits |= (uint8_t)proto_bit((int)proto);
-    }
-    Py_DECREF(it);
-    if (PyErr_Occurred()) return NULL;
-    it = PyObject_GetIter(labels);
-    if (it == NULL) return NULL;
-    while ((item = PyIter_Next(it)) != NULL) {
-        long label = PyLong_AsLong(item);
-        Py_DECREF(item);
-        if (label < 0 || label >= NLABELS) {
-            Py_DECREF(it);
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "label out of range");
-            return NULL;
-        }
-        lbits |= (uint64_t)1 << label;
-    }
-    Py_DECREF(it);
-    if (PyErr_Occurred()) return NULL;
+    if (int_flags(protos, proto_seen, 256, "protocol") < 0 ||
+        int_flags(labels, label_seen, NLABELS, "label") < 0)
+        return NULL;
+    for (int i = 0; i < 256; i++)
+        if (proto_seen[i]) pbits |= (uint8_t)proto_bit(i);
+    for (int i = 0; i < NLABELS; i++)
+        if (label_seen[i]) lbits |= (uint64_t)1 << i;
     if (udp_min > 65535) {
         PyErr_SetString(PyExc_ValueError, "port out of range");
         return NULL;
@@ -1879,11 +1870,11 @@ static PyObject *Core_watch_port(Core *c, PyObject *args) {
 
 static PyObject *Core_set_tap(Core *c, PyObject *ports) {
     uint8_t table[65536] = {0};
-    if (port_flags(ports, table) < 0) return NULL;
+    int set = port_flags(ports, table);
+    if (set < 0) return NULL;
     if (c->taps == NULL && (c->taps = PyList_New(0)) == NULL) return NULL;
     memcpy(c->tap_port, table, sizeof table);
-    c->tap_on = 0;
-    for (int i = 0; i < 65536 && !c->tap_on; i++) c->tap_on = table[i];
+    c->tap_on = set > 0;
     Py_RETURN_NONE;
 }
 
