@@ -55,6 +55,15 @@ class DomainTokens(Protocol):
     def token(self, value: str) -> str: ...
 
 
+def _tally(counts: dict[str, int] | None, name: str) -> dict[str, int]:
+    """``counts`` with one more ``name``; made on first use (response-only pairs have no
+    query types, query-only pairs no rcodes)."""
+    if counts is None:
+        return {name: 1}
+    counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 class _PairStats(Struct, gc=False):
     """Running features of one client under one registered domain in one interval.
 
@@ -103,12 +112,7 @@ class _PairStats(Struct, gc=False):
         self.response_bytes += size
         if size > self.response_max:  # noqa: PLR1730 (per message: a compare is cheaper than max())
             self.response_max = size
-        name = RCODE_NAMES.get(rcode, "other")
-        rcodes = self.rcodes
-        if rcodes is None:
-            self.rcodes = {name: 1}
-        else:
-            rcodes[name] = rcodes.get(name, 0) + 1
+        self.rcodes = _tally(self.rcodes, RCODE_NAMES.get(rcode, "other"))
 
     def add_query(self, qtype: int, size: int, tcp: bool) -> None:
         """Counts of a query; the name below the domain goes to ``add_name``."""
@@ -116,12 +120,7 @@ class _PairStats(Struct, gc=False):
         self.query_bytes += size
         if tcp:
             self.queries_tcp += 1
-        name = QTYPE_NAMES.get(qtype, "other")
-        qtypes = self.qtypes
-        if qtypes is None:
-            self.qtypes = {name: 1}
-        else:
-            qtypes[name] = qtypes.get(name, 0) + 1
+        self.qtypes = _tally(self.qtypes, QTYPE_NAMES.get(qtype, "other"))
         if qtype in {10, 16}:  # NULL, TXT
             self.txt_null += 1
 
