@@ -194,13 +194,10 @@ class Pseudonymizer:
             raise ValueError(f"no pseudonym key for epoch {e}") from None
 
     @staticmethod
-    def _digest(key: bytes, data: str) -> str:
-        """The first 22 characters of the lower-case base32 of the HMAC-SHA256 of ``data``."""
-        return _spell(hmac.digest(key, data.encode("utf-8"), "sha256"))
-
-    @staticmethod
     def _keyed_digest(keyed: hmac.HMAC, data: str) -> str:
-        """``_digest`` with the key's ``hmac.new(key, digestmod="sha256")``."""
+        """The first 22 characters of the lower-case base32 of the HMAC-SHA256 of ``data``
+        under the key ``keyed`` was made with (``hmac.new(key, digestmod="sha256")``,
+        copied, so the keyed state is reused)."""
         mac = keyed.copy()
         mac.update(data.encode("utf-8"))
         return _spell(mac.digest())
