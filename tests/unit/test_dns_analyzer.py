@@ -15,11 +15,11 @@ from realdata import real_pcap
 from trafficguard.analyzers import dns
 from trafficguard.analyzers.dns import DnsAnalyzerStage, DnsSummarizer
 from trafficguard.analyzers.dns_features import (
-    DomainSplitter,
     byte_histogram,
     counts_entropy,
     histogram_entropy,
     name_features,
+    split_name,
 )
 from trafficguard.analyzers.dns_message import DnsQuestion, parse_question, question
 from trafficguard.analyzers.dns_records import DnsSummaryRecord
@@ -88,7 +88,7 @@ def test_parse_follows_bounded_pointer() -> None:
     ],
 )
 def test_registered_domain(labels: list[bytes], registered: str, below: list[bytes]) -> None:
-    assert DomainSplitter().split(labels) == (registered, below)
+    assert split_name(labels) == (registered, below)
 
 
 def name_entropy(data: bytes) -> float:

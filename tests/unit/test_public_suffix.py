@@ -1,10 +1,10 @@
 """Registered-domain splits without tldextract equal the splits made with it.
 
-``DomainSplitter`` used ``tldextract.TLDExtract`` (bundled snapshot, ICANN section); it
-now walks ``public_suffix.PublicSuffixList`` itself. tldextract stays the reference: the
-same rules are read from the same snapshot, and names under every rule (plain, wildcard
-``*.ck``, exception ``!www.ck``, punycode ``xn--`` labels of the IDN rules) and hostile
-label lists split the same way.
+The registered-domain split (``dns_features.split_name``) used ``tldextract.TLDExtract``
+(bundled snapshot, ICANN section); it now walks ``public_suffix.PublicSuffixList``
+itself. tldextract stays the reference: the same rules are read from the same snapshot,
+and names under every rule (plain, wildcard ``*.ck``, exception ``!www.ck``, punycode
+``xn--`` labels of the IDN rules) and hostile label lists split the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tldextract.suffix_list import extract_tlds_from_suffix_list
 
-from trafficguard.analyzers.dns_features import _TO_HOST, MAX_SUFFIX_LABELS, DomainSplitter
+from trafficguard.analyzers.dns_features import _TO_HOST, MAX_SUFFIX_LABELS, split_name
 from trafficguard.analyzers.public_suffix import LIST_PATH, icann_rules
 
 
@@ -65,13 +65,12 @@ def test_same_rules_as_tldextracts_snapshot() -> None:
 
 
 def test_every_rule_splits_as_tldextract_does() -> None:
-    splitter = DomainSplitter()
     for rule in RULES:
         labels = [_wire(label.lstrip("!")) for label in rule.split(".")]
         labels = [b"wild" if label == b"*" else label for label in labels]
         for name in (labels, [b"example", *labels], [b"a", b"B-1", b"example", *labels]):
-            assert splitter.split(name) == reference_split(name), rule
-        assert splitter.split(labels[1:]) == reference_split(labels[1:]), rule
+            assert split_name(name) == reference_split(name), rule
+        assert split_name(labels[1:]) == reference_split(labels[1:]), rule
 
 
 ODD_LABELS = [
@@ -89,7 +88,7 @@ LABELS = st.one_of(
 @settings(max_examples=3000, deadline=None)
 @given(st.lists(LABELS, max_size=9))
 def test_hostile_names_split_as_tldextract_does(labels: list[bytes]) -> None:
-    assert DomainSplitter().split(labels) == reference_split(labels)
+    assert split_name(labels) == reference_split(labels)
 
 
 @settings(max_examples=500, deadline=None)
@@ -97,4 +96,4 @@ def test_hostile_names_split_as_tldextract_does(labels: list[bytes]) -> None:
 def test_names_under_rules_split_as_tldextract_does(rule: str, below: list[bytes]) -> None:
     labels = [b"x" if label == "*" else _wire(label.lstrip("!")) for label in rule.split(".")]
     name = below + labels
-    assert DomainSplitter().split(name) == reference_split(name)
+    assert split_name(name) == reference_split(name)

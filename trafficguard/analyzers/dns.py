@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from trafficguard.analyzers.dns_features import (
     MAX_SUFFIX_LABELS,
-    DomainSplitter,
+    domain_label_count,
     histogram_entropy,
     registered_text,
 )
@@ -176,7 +176,6 @@ class DnsSummarizer:
         # hash of a name's last labels -> (labels in its registered domain, domain token)
         self._domains: dict[int, tuple[int, str]] = {}
         self._token_cache: dict[int, str] = {}  # hash of a registered domain -> token
-        self._splitter = DomainSplitter()
         self._interval = -1  # index of the open interval
         self._pairs: dict[tuple[str, str], _PairStats] = {}
         self._out: list[DnsSummaryRecord] = []
@@ -189,7 +188,7 @@ class DnsSummarizer:
 
     def _domain(self, labels: tuple[bytes, ...], key: int) -> tuple[int, str]:
         """Split and token of a name whose last labels were not seen lately (``key``)."""
-        n = self._splitter.domain_labels(labels)
+        n = domain_label_count(labels)
         registered = registered_text(labels, n)
         cache = self._token_cache
         tok = cache.get(hash(registered))

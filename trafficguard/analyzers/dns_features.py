@@ -1,13 +1,14 @@
 """What a DNS question name is reduced to: its registered domain and a few numbers.
 
-``DomainSplitter`` finds the registered domain (public suffix + one label) with the
+``split_name`` finds the registered domain (public suffix + one label) with the
 bundled Public Suffix List snapshot (``public_suffix``: tldextract's splits, without
 importing it; never a network fetch), so ``a1b2.c3.example.co.uk`` splits into
 ``example.co.uk`` and the labels below it. A name under a suffix the list does not know
 (``x.pirate.sea``) keeps its last two labels, the way an operator would read it. A name's
 entropy (``counts_entropy`` of its ``byte_histogram``) is the Shannon entropy per
 character: tunnels encode data in base32/64/128, which looks far more random than host
-names.
+names. The analyzer remembers each name tail's split together with its domain token, so
+nothing here keeps a cache of its own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Final
 from trafficguard.analyzers.public_suffix import bundled_list
 
 MAX_SUFFIX_LABELS: Final = 6  # longest public suffix (in labels) plus the domain label
-SPLIT_CACHE_SIZE: Final = 65536  # remembered name splits (cleared when full)
 _HOST_CHARS: Final = b"abcdefghijklmnopqrstuvwxyz0123456789-_"
 # Lower-case ASCII letters; every byte that is not a host-name character becomes "x" (a
 # hostile label cannot hold a rule's "*" or "!", nor the "/", "@", ":" or "#" that the URL
@@ -73,46 +73,29 @@ def name_features(labels: Sequence[bytes], count: int) -> NameFeatures:
     return max(map(len, below)), len(sub), entropy, hash(sub), histogram
 
 
-class DomainSplitter:
-    """Splits question labels into (registered domain, labels below it)."""
+def split_name(labels: Sequence[bytes]) -> tuple[str, list[bytes]]:
+    """``("example.co.uk", [b"a1b2", b"c3"])``; ``("", [])`` for the root."""
+    n = domain_label_count(labels)
+    return registered_text(labels, n), list(labels[: len(labels) - n])
 
-    __slots__ = ("_labels",)
 
-    def __init__(self) -> None:
-        # hash of the last labels -> labels in the registered domain. Keyed by the salted
-        # bytes hash, as the distinct-subdomain sets are: no name is kept.
-        self._labels: dict[int, int] = {}
+def domain_label_count(labels: Sequence[bytes]) -> int:
+    """How many of the last ``labels`` make the registered domain (0 for the root).
 
-    def split(self, labels: Sequence[bytes]) -> tuple[str, list[bytes]]:
-        """``("example.co.uk", [b"a1b2", b"c3"])``; ``("", [])`` for the root."""
-        n = self.domain_labels(labels)
-        return registered_text(labels, n), list(labels[: len(labels) - n])
-
-    def domain_labels(self, labels: Sequence[bytes]) -> int:
-        """How many of the last ``labels`` make the registered domain (0 for the root)."""
-        if not labels:
-            return 0
-        last = labels[-MAX_SUFFIX_LABELS:]
-        key = hash(tuple(last))  # the split depends on no more
-        n = self._labels.get(key)
-        if n is None:
-            n = self._count(last)
-            if len(self._labels) >= SPLIT_CACHE_SIZE:
-                self._labels.clear()
-            self._labels[key] = n
-        return min(n, len(labels))  # never more than the labels joined above
-
-    def _count(self, last: Sequence[bytes]) -> int:
-        """Labels in the registered domain of a name ending in ``last``, as tldextract
-        counts them: it strips the root's trailing dots, then takes the suffix and, when
-        there is one, the label before it; two labels under no rule."""
-        to_host = _TO_HOST
-        host = b".".join([label.translate(to_host) for label in last]).rstrip(b".")
-        names = host.decode("ascii").split(".")
-        i = bundled_list().suffix_index(names)  # parsed on first use
-        if i is None:
-            return 2  # not under a known suffix: keep the last two labels
-        return len(names) - i + (1 if i and names[i - 1] else 0)  # suffix (+ the domain)
+    As tldextract counts them: it strips the root's trailing dots, then takes the suffix
+    and, when there is one, the label before it; two labels under no rule. Only the last
+    ``MAX_SUFFIX_LABELS`` labels can matter, and never more labels than the name has.
+    """
+    if not labels:
+        return 0
+    to_host = _TO_HOST
+    last = labels[-MAX_SUFFIX_LABELS:]
+    host = b".".join([label.translate(to_host) for label in last]).rstrip(b".")
+    names = host.decode("ascii").split(".")
+    i = bundled_list().suffix_index(names)  # parsed on first use
+    if i is None:
+        return min(2, len(labels))  # not under a known suffix: keep the last two labels
+    return min(len(names) - i + (1 if i and names[i - 1] else 0), len(labels))  # suffix (+ domain)
 
 
 def registered_text(labels: Sequence[bytes], n: int) -> str:
