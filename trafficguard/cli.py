@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from trafficguard.flow.records import FlowRecord
     from trafficguard.pipeline import Pipeline, ReplayDriver, ReplayProgress, ReplayResult
     from trafficguard.privacy.purger import StorePurger
+    from trafficguard.sinks.base import RecordSink
     from trafficguard.sinks.metrics import MetricsServer
     from trafficguard.voip.records import CallRecord, RegistrationRecord, RtpStreamRecord
     from trafficguard.wiring import SinkOverrides
@@ -432,6 +433,7 @@ def _sink_overrides(args: argparse.Namespace) -> SinkOverrides:
 # -- commands ---------------------------------------------------------------------------
 def cmd_replay(args: argparse.Namespace) -> int:
     with startup_gc():
+        from trafficguard import record_process
         from trafficguard.pipeline import Pipeline, ReplayDriver
         from trafficguard.sinks.logging import get_logger
         from trafficguard.wiring import (
@@ -439,22 +441,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
             build_purger,
             build_sinks,
             build_stages,
-            sink_collectors,
             start_metrics,
         )
 
         cfg: Config = args.cfg
         log = get_logger("trafficguard.replay")
-        sinks = build_sinks(cfg, _sink_overrides(args))
-        ctx = build_context(cfg)
-        pipeline = Pipeline(
-            cfg, sinks, stages=build_stages(ctx), record_transform=ctx.record_transform
-        )
+        if record_process.usable(cfg, purge=args.purge):
+            # detectors, privacy edge and sinks in a second process (record_process.py)
+            ctx = build_context(cfg)
+            tail = record_process.RemoteTail(cfg, ctx.keys, _sink_overrides(args), args.log_level)
+            sinks: list[tuple[str, RecordSink]] = []
+            stages = build_stages(ctx, record_process=True)
+            pipeline = Pipeline(cfg, sinks, stages=stages, tail=tail)
+            tail.wait_ready()
+        else:
+            sinks = build_sinks(cfg, _sink_overrides(args))
+            ctx = build_context(cfg)
+            pipeline = Pipeline(
+                cfg, sinks, stages=build_stages(ctx), record_transform=ctx.record_transform
+            )
     # packet time: purging an old capture by the wall clock would delete what was just written
     purger = build_purger(cfg, sinks, ctx.keys, clock="packet") if args.purge else None
     server = None
     if not args.no_metrics and (args.metrics or cfg.metrics.enabled):
-        extra = pipeline.stage_collectors() + sink_collectors(sinks)
+        extra = pipeline.collectors()
         if purger is not None:
             extra.append(purger.collect)
         server = start_metrics(cfg, pipeline.snapshot, extra, listen=args.metrics)

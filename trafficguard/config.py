@@ -110,6 +110,11 @@ class JsonlConfig(_Section):
 
 class StoreConfig(_Section):
     flush_interval_s: float = Field(5.0, gt=0, description="wall-clock interval between commits")
+    record_process: bool = Field(
+        True,
+        description="replay: run the detectors, the privacy edge and every sink in a second "
+        "process fed finished records (a second core); not with escalation or --purge",
+    )
     sqlite: SqliteConfig = SqliteConfig()
     jsonl: JsonlConfig = JsonlConfig()
 

@@ -67,12 +67,12 @@ from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.logging import configure_logging, get_logger
 from trafficguard.sinks.metrics import MetricsServer, PipelineSnapshot
 from trafficguard.sinks.sdnotify import Notifier, WatchdogTimer
+from trafficguard.tail import sink_collectors
 from trafficguard.wiring import (
     build_context,
     build_purger,
     build_stages,
     open_keys,
-    sink_collectors,
     start_metrics,
 )
 
@@ -289,7 +289,7 @@ class Worker:
         kernel = capture.counters()
         pipeline.capture_drops = kernel.drops
         metrics: list[Metric] = []
-        for collect in pipeline.stage_collectors():
+        for collect in pipeline.collectors():
             metrics.extend(collect())
         return WorkerReport(pipeline.snapshot(), kernel, metrics)
 

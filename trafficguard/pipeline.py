@@ -4,21 +4,19 @@ Stages (VoIP, metadata analyzers, detectors, the escalation gate; see
 ``trafficguard.flow.hooks.Stage``) attach flow hooks and see, in order, every record the
 flow table and the stages before them emitted. ``Pipeline`` owns no I/O of its own: a
 driver (``replay`` here, live capture later) feeds it frame batches and a wall clock; it
-decodes, updates flows, runs expiry in packet time, and hands finished records on. It
-keeps plain-int counters that the metrics collector reads at scrape time (``snapshot``).
-``record_transform`` (the privacy edge, ``wiring.SensorContext.record_transform``) runs on
-every batch after the last stage and before the sinks: stages see clear addresses, no
-sink ever does.
+decodes, updates flows, runs expiry in packet time, and hands finished records to its
+tail (``tail.Tail``: sensor-loss marks, the privacy edge, the sinks — here, or with the
+detectors in a record process, ``record_process.RemoteTail``). It keeps plain-int
+counters that the metrics collector reads at scrape time (``snapshot``). Stages see clear
+addresses; the privacy edge runs after the last stage, so no sink ever does.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,60 +27,24 @@ from trafficguard.capture.live import RingBlock
 from trafficguard.capture.pcapfile import FileFrameSource, open_capture
 from trafficguard.config import NS_PER_S, Config
 from trafficguard.decode.decoder import Decoder
-from trafficguard.errors import CaptureError, StoreError
+from trafficguard.errors import CaptureError
 from trafficguard.fast import make_fast_path
 from trafficguard.flow.hooks import Stage
 from trafficguard.flow.records import FlowRecord
 from trafficguard.flow.table import FlowTable
 from trafficguard.privacy.keys import SensorKeys
+from trafficguard.sensor_loss import LossWindows, loss_horizon_ns
 from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.memory import MemorySink
+from trafficguard.tail import RecordTransform, Tail
 from trafficguard.wiring import build_context, build_stages
 
 if TYPE_CHECKING:
     from trafficguard.fast.path import FastPath
+    from trafficguard.record_process import RemoteTail
     from trafficguard.sinks.metrics import PipelineSnapshot
 
-RecordTransform = Callable[[Sequence[msgspec.Struct]], Sequence[msgspec.Struct]]
 FLUSH_CHUNK = 4096  # flows ended per step of the final flush (fast path)
-
-# Sensor loss (DESIGN "Outputs": every figure says how much to trust it). Each record kind's
-# own time range in packet time, as (start field, end field): a record whose range overlaps
-# a window in which the sensor itself dropped packets gets ``sensor_loss=True`` in
-# ``Pipeline._emit``. A flow record's range is its own interval (``start_ns``, not
-# ``first_seen_ns``): an interim record's counters cover only that interval. Kinds that are
-# listed but have no ``sensor_loss`` field (yet) are left alone, like kinds not listed.
-LOSS_SPAN_FIELDS: dict[str, tuple[str, str]] = {
-    "flow": ("start_ns", "end_ns"),
-    "call": ("invite_ns", "end_ns"),
-    "registration": ("ts_ns", "end_ns"),
-    "rtp_stream": ("first_ns", "last_ns"),
-    "voip_interval": ("interval_start_ns", "interval_end_ns"),
-    "dns_summary": ("interval_start_ns", "interval_end_ns"),
-    "alert": ("first_seen_ns", "last_seen_ns"),
-}
-MAX_LOSS_WINDOWS = 1024  # beyond this the two oldest windows merge (flags more, never fewer)
-_Span = tuple[Callable[[Any], int], Callable[[Any], int]] | tuple[None, None]
-_NO_SPAN: _Span = (None, None)
-
-
-def loss_horizon_ns(cfg: Config) -> int:
-    """How long a loss window is kept: the longest span a record emitted later can reach back.
-
-    A flow record spans at most the active timeout, and is emitted at most the longest idle
-    timeout after its last packet; a call at most ringing + max call + linger (plus the
-    INVITE and challenge timers). Ticks, the KPI grace and one minute are added as slack. A
-    window ending earlier than ``last packet time - horizon`` can overlap no future record.
-    """
-    idle = cfg.flow.idle_timeout_s
-    flow_s = cfg.flow.active_timeout_s + max(
-        idle.tcp, idle.tcp_closing, idle.tcp_embryonic, idle.udp, idle.icmp, idle.other, idle.dns
-    )
-    t = cfg.voip.timeouts
-    call_s = t.invite_s + t.challenge_s + t.ringing_s + t.max_call_s + t.linger_s + t.register_s
-    slack_s = 2 * cfg.flow.tick_interval_s + cfg.voip.kpi_grace_s + 60.0
-    return int((max(flow_s, call_s) + slack_s) * NS_PER_S)
-
 
 class Pipeline:
     """Decoder, flow table and sinks wired in one direction, driven in packet time."""
@@ -94,17 +56,25 @@ class Pipeline:
         wall_clock: Callable[[], float] = time.monotonic,
         stages: Sequence[Stage] = (),
         record_transform: RecordTransform | None = None,
+        tail: Tail | RemoteTail | None = None,
     ) -> None:
+        """``stages`` run here, in order, and may attach flow hooks. The records they and
+        the flow table emit go to ``tail`` — by default a ``Tail`` in this process with
+        ``sinks`` and ``record_transform`` (the privacy edge,
+        ``wiring.SensorContext.record_transform``: pseudonymizes subscriber addresses
+        after every stage ran, before any sink sees a record). A ``RemoteTail`` brings
+        its own sinks, edge and later stages in the record process."""
         self.cfg = cfg
-        # the privacy edge (wiring.SensorContext.record_transform): pseudonymizes
-        # subscriber addresses after every stage ran, before any sink sees a record
-        self.record_transform = record_transform
         self.decoder = Decoder(cfg.decode)
         # The compiled fast path (capture.fast_path) replaces decode_batch + update_batch
         # and stands where the flow table stands; records are the same either way.
         self.fast = make_fast_path(cfg, self.decoder)
         self.flows: FlowTable | FastPath = self.fast or FlowTable(cfg.flow)
-        self.sinks = list(sinks)
+        if tail is None:
+            tail = Tail(sinks, LossWindows(loss_horizon_ns(cfg)), record_transform)
+        elif sinks or record_transform is not None:
+            raise ValueError("sinks and record_transform belong to the tail when one is given")
+        self.tail = tail
         self.stages = list(stages)
         for stage in self.stages:
             stage.attach(self.flows)
@@ -118,15 +88,19 @@ class Pipeline:
         self.capture_drops = 0
         self.last_ts_ns = 0
         self.processing_lag_s = 0.0
-        self.records_written: dict[tuple[str, str], int] = {}
-        self.store_errors = 0
-        # sensor-loss windows (packet time), sorted, disjoint: [start, end] inclusive; see
-        # note_sensor_loss. Empty until the first loss, and _emit then does no work at all.
-        self.sensor_loss_windows = 0  # windows noted (metric), before merging
-        self._loss_starts: list[int] = []
-        self._loss_ends: list[int] = []
-        self._loss_horizon_ns = loss_horizon_ns(cfg)
-        self._loss_spans: dict[type, _Span] = {}
+
+    @property
+    def records_written(self) -> dict[tuple[str, str], int]:
+        """Records each sink took, by (sink, kind)."""
+        return self.tail.records_written
+
+    @property
+    def store_errors(self) -> int:
+        return self.tail.store_errors
+
+    @property
+    def sensor_loss_windows(self) -> int:
+        return self.tail.sensor_loss_windows
 
     # -- the packet path -------------------------------------------------------------
     def process_batch(self, frames: list[Frame] | RingBlock) -> None:
@@ -178,68 +152,20 @@ class Pipeline:
     def note_sensor_loss(self, from_ns: int, to_ns: int) -> None:
         """The sensor itself dropped packets somewhere in ``[from_ns, to_ns]`` (packet time).
 
-        Every record emitted from now on whose own time range (``LOSS_SPAN_FIELDS``)
-        overlaps the window carries ``sensor_loss=True``. Windows merge when they overlap
-        or touch; those ending more than ``loss_horizon_ns`` before the newest packet are
-        forgotten (no record emitted later can reach back that far), and beyond
-        ``MAX_LOSS_WINDOWS`` the two oldest merge into one.
+        Every record emitted from now on whose own time range
+        (``sensor_loss.LOSS_SPAN_FIELDS``) overlaps the window carries
+        ``sensor_loss=True`` (``sensor_loss.LossWindows``, kept by the tail).
         """
-        if to_ns < from_ns:
-            from_ns, to_ns = to_ns, from_ns
-        self.sensor_loss_windows += 1
-        starts, ends = self._loss_starts, self._loss_ends
-        if not ends or from_ns > ends[-1] + 1:  # the usual case: a new, later window
-            starts.append(from_ns)
-            ends.append(to_ns)
-        else:
-            windows = sorted([*zip(starts, ends, strict=True), (from_ns, to_ns)])
-            starts.clear()
-            ends.clear()
-            for a, b in windows:
-                if ends and a <= ends[-1] + 1:
-                    ends[-1] = max(ends[-1], b)
-                else:
-                    starts.append(a)
-                    ends.append(b)
-        while len(ends) > MAX_LOSS_WINDOWS:
-            del starts[1], ends[0]
-        self._forget_loss(max(self.last_ts_ns, to_ns))
-
-    def _forget_loss(self, now_ns: int) -> None:
-        """Drop the windows no record emitted from ``now_ns`` on can overlap."""
-        keep = bisect_left(self._loss_ends, now_ns - self._loss_horizon_ns)
-        if keep:
-            del self._loss_starts[:keep], self._loss_ends[:keep]
-
-    def _mark_sensor_loss(self, records: Sequence[msgspec.Struct]) -> Sequence[msgspec.Struct]:
-        """Set ``sensor_loss`` on the records whose time range overlaps a loss window."""
-        starts, ends, spans = self._loss_starts, self._loss_ends, self._loss_spans
-        n = len(ends)
-        out: list[msgspec.Struct] | None = None
-        for i, rec in enumerate(records):
-            cls = type(rec)
-            span = spans.get(cls)
-            if span is None:
-                span = spans[cls] = _loss_span(cls)
-            first, last = span
-            if first is None or last is None:
-                continue
-            j = bisect_left(ends, first(rec))  # the first window ending at/after the start
-            if j < n and starts[j] <= last(rec) and not rec.sensor_loss:  # type: ignore[attr-defined]
-                if out is None:
-                    out = list(records)
-                out[i] = msgspec.structs.replace(rec, sensor_loss=True)
-        return records if out is None else out
+        self.tail.note_sensor_loss(from_ns, to_ns, self.last_ts_ns)
 
     def tick(self, now_ns: int) -> None:
         """Expire idle flows and fragments in packet time, then emit what ended."""
         self._next_tick_ns = now_ns + self._tick_ns
-        if self._loss_ends and self._loss_ends[0] < now_ns - self._loss_horizon_ns:
-            self._forget_loss(now_ns)
         self.flows.tick(now_ns)
         self.decoder.expire(now_ns)
         for stage in self.stages:
             stage.tick(now_ns)
+        self.tail.tick(now_ns)
         self._route(self.flows.take_records())
 
     def maybe_flush(self) -> None:
@@ -250,8 +176,7 @@ class Pipeline:
             self.flush()
 
     def flush(self) -> None:
-        for _, sink in self.sinks:
-            self._guard(sink.flush)
+        self.tail.flush()
 
     def finish(self) -> None:
         """End of input or shutdown: every open flow becomes a final record; sinks flush.
@@ -280,8 +205,8 @@ class Pipeline:
             else:
                 for records in finish_chunks(self.last_ts_ns, FLUSH_CHUNK):
                     self._pass_on(records, i + 1)
+        self.tail.finish(self.last_ts_ns, FLUSH_CHUNK)  # its stages, then the sinks flush
         self.decoder.expire(self.last_ts_ns + 10**18)
-        self.flush()
 
     def _pass_on(self, records: Sequence[msgspec.Struct], first: int) -> None:
         """``records`` through the ``on_records`` of the stages from index ``first`` on
@@ -290,15 +215,14 @@ class Pipeline:
             return
         for stage in self.stages[first:]:
             stage.on_records(records)
-        self._emit(records)
+        self.tail.pass_on(records)
 
     def close(self) -> None:
-        for _, sink in self.sinks:
-            self._guard(sink.close)
+        self.tail.close()
 
-    # -- records through the stages to the sinks ---------------------------------------
+    # -- records through the stages to the tail ----------------------------------------
     def _route(self, records: Sequence[msgspec.Struct]) -> None:
-        """Stage i sees the flow records plus what stages before it emitted; then sinks."""
+        """Stage i sees the flow records plus what stages before it emitted; then the tail."""
         out = list(records)
         for stage in self.stages:
             if out:
@@ -306,32 +230,13 @@ class Pipeline:
             new = stage.take_records()
             if new:
                 out.extend(new)
-        self._emit(out)
-
-    def _emit(self, records: Sequence[msgspec.Struct]) -> None:
-        if not records:
-            return
-        if self._loss_ends:  # before the privacy edge and the sinks; nothing until a loss
-            records = self._mark_sensor_loss(records)
-        if self.record_transform is not None:
-            records = self.record_transform(records)
-        for name, sink in self.sinks:
-            self._guard(sink.write, records)
-            for rec in records:
-                key = (name, type(rec).kind)  # type: ignore[attr-defined]
-                self.records_written[key] = self.records_written.get(key, 0) + 1
-
-    def _guard(self, fn: Callable[..., None], *args: object) -> None:
-        try:
-            fn(*args)
-        except StoreError:
-            self.store_errors += 1
-            raise
+        self.tail.route(out)
 
     # -- metrics ---------------------------------------------------------------------
-    def stage_collectors(self) -> list[Callable[[], Iterable[Any]]]:
-        """Each stage's ``collect``, for ``build_registry(..., extra=...)``."""
-        return [stage.collect for stage in self.stages]
+    def collectors(self) -> list[Callable[[], Iterable[Any]]]:
+        """Each stage's ``collect``, then the tail's (its stages and sinks), for
+        ``build_registry(..., extra=...)``."""
+        return [stage.collect for stage in self.stages] + self.tail.collectors()
 
     def snapshot(self) -> PipelineSnapshot:
         """Read every counter for the metrics collector (called from the scrape thread)."""
@@ -360,14 +265,6 @@ class Pipeline:
             last_packet_ts_s=self.last_ts_ns / NS_PER_S,
             processing_lag_s=self.processing_lag_s,
         )
-
-
-def _loss_span(cls: type) -> _Span:
-    """The getters of a record type's time range, or ``(None, None)``: not flagged."""
-    fields = LOSS_SPAN_FIELDS.get(getattr(cls, "kind", ""))
-    if fields is None or "sensor_loss" not in getattr(cls, "__struct_fields__", ()):
-        return _NO_SPAN
-    return attrgetter(fields[0]), attrgetter(fields[1])
 
 
 @dataclass(slots=True)

@@ -122,8 +122,10 @@ def build_gate(ctx: SensorContext) -> GateStage:
     )
 
 
-def build_stages(ctx: SensorContext) -> list[Stage]:
-    """The enabled stages, in data-flow order."""
+def build_stages(ctx: SensorContext, record_process: bool = False) -> list[Stage]:
+    """The enabled stages, in data-flow order. With ``record_process`` only those that
+    run in the packet process: the detectors then run in ``build_record_stages``'s list,
+    in the record process (``record_process.RemoteTail``)."""
     stages: list[Stage] = []
     if ctx.cfg.voip.enabled:
         from trafficguard.voip.stage import VoipStage  # noqa: PLC0415 (see the note on imports)
@@ -135,20 +137,23 @@ def build_stages(ctx: SensorContext) -> list[Stage]:
 
         stages.append(DnsAnalyzerStage(ctx.cfg.analyzers.dns, ctx.pseudonymizer))
     # detectors: after VoIP and the metadata analyzers, whose records they read
-    if ctx.cfg.detect.enabled:
-        from trafficguard.detect.stage import DetectStage  # noqa: PLC0415
-
-        stages.append(
-            DetectStage(
-                ctx.cfg.detect,
-                ctx.pseudonymizer,
-                home_networks_known=bool(ctx.cfg.home_networks),
-            )
-        )
+    if not record_process:
+        stages.extend(build_record_stages(ctx.cfg, ctx.pseudonymizer))
     # escalation gate: always last, it reads every record the stages before emitted
     if ctx.cfg.escalation.enabled:
         stages.append(build_gate(ctx))
     return stages
+
+
+def build_record_stages(cfg: Config, pseudonymizer: Pseudonymizer) -> list[Stage]:
+    """The stages that need only records, no flow hooks: the detectors (if enabled)."""
+    if not cfg.detect.enabled:
+        return []
+    from trafficguard.detect.stage import DetectStage  # noqa: PLC0415
+
+    return [
+        DetectStage(cfg.detect, pseudonymizer, home_networks_known=bool(cfg.home_networks))
+    ]
 
 
 # -- outputs shared by ``replay`` and ``run`` ------------------------------------------------
@@ -187,16 +192,6 @@ def build_sinks(
 
         sinks.append(("ipfix", IpfixExporter(ipfix_cfg)))
     return sinks
-
-
-def sink_collectors(sinks: Iterable[tuple[str, RecordSink]]) -> list[Callable[[], Iterable[Any]]]:
-    """The ``collect`` of every sink that has one (IPFIX), for ``start_metrics(extra=...)``."""
-    out: list[Callable[[], Iterable[Any]]] = []
-    for _, sink in sinks:
-        collect = getattr(sink, "collect", None)
-        if callable(collect):
-            out.append(collect)
-    return out
 
 
 def build_purger(

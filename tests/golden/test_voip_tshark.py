@@ -82,7 +82,7 @@ def run(name: str, keys: SensorKeys) -> Run:
         pipeline = Pipeline(cfg, [("memory", sink)], stages=stages)
         ReplayDriver(pipeline).run([real_pcap(name)])
         (stage,) = [s for s in stages if isinstance(s, VoipStage)]
-        text = generate_latest(build_registry(pipeline.snapshot, pipeline.stage_collectors()))
+        text = generate_latest(build_registry(pipeline.snapshot, pipeline.collectors()))
         _RUNS[name] = Run(stage, list(sink.records), text.decode())
     return _RUNS[name]
 

@@ -26,7 +26,6 @@ from trafficguard.wiring import (
     build_context,
     build_sinks,
     build_stages,
-    sink_collectors,
 )
 
 PEN = 32473
@@ -534,9 +533,7 @@ def test_ipfix_counters_are_on_the_metrics_registry_after_a_replay(
         pcaps = repo_root / "pcaps"
         ReplayDriver(pipeline).run([pcaps / "sip-call-rtp.pcap", pcaps / "dns.pcap"])
         pipeline.close()
-        registry = build_registry(
-            pipeline.snapshot, pipeline.stage_collectors() + sink_collectors(sinks)
-        )
+        registry = build_registry(pipeline.snapshot, pipeline.collectors())
         scraped = generate_latest(registry).decode()
         coll, datagrams, data_records = Collector(), 0, 0
         while True:

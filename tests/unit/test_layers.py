@@ -8,7 +8,8 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "trafficguard"
 
 # Earlier stages first. A module in stage i may import trafficguard.<stage j> only for j <= i.
-# errors/config/clock/gc_tuning are shared foundations; pipeline/daemon/cli wire everything.
+# errors/config/clock/gc_tuning are shared foundations; pipeline/daemon/cli (and the
+# pipeline's tail: tail, record_process, sensor_loss) wire everything.
 ORDER = [
     "capture",
     "decode",
@@ -22,7 +23,9 @@ ORDER = [
     "sinks",
 ]
 FOUNDATION = {"errors", "config", "clock", "gc_tuning", "__init__"}
-WIRING = {"pipeline", "daemon", "cli", "wiring", "__main__"}
+WIRING = {
+    "pipeline", "daemon", "cli", "wiring", "__main__", "tail", "record_process", "sensor_loss",
+}  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:

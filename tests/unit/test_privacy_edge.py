@@ -55,7 +55,7 @@ def test_pipeline_emits_only_pseudonymized_records() -> None:
     pz = Pseudonymizer(KEYS, HOME)
     sink = MemorySink()
     p = Pipeline(Config(home_networks=tuple(HOME)), [("m", sink)], record_transform=PrivacyEdge(pz))
-    p._emit([Alertish(source="10.9.9.9", target="10.8.8.8")])
+    p.tail.emit([Alertish(source="10.9.9.9", target="10.8.8.8")])
     (rec,) = sink.records
     assert isinstance(rec, Alertish)
     assert "10.9.9.9" not in msgspec.json.encode(rec).decode()

@@ -19,14 +19,9 @@ from trafficguard.config import NS_PER_S, Config
 from trafficguard.daemon import SensorLossWatch, Worker
 from trafficguard.detect.alerts import AlertRecord
 from trafficguard.flow.records import FlowRecord
-from trafficguard.pipeline import (
-    LOSS_SPAN_FIELDS,
-    MAX_LOSS_WINDOWS,
-    Pipeline,
-    ReplayDriver,
-    loss_horizon_ns,
-)
+from trafficguard.pipeline import Pipeline, ReplayDriver
 from trafficguard.privacy.keys import init_keys, load_keys
+from trafficguard.sensor_loss import LOSS_SPAN_FIELDS, MAX_LOSS_WINDOWS, loss_horizon_ns
 from trafficguard.sinks.memory import MemorySink
 from trafficguard.voip.kpi import VoipIntervalRecord
 from trafficguard.voip.records import CallRecord, RegistrationRecord, RtpStreamRecord
@@ -150,10 +145,10 @@ def test_windows_merge_and_stay_sorted() -> None:
     pipeline.note_sensor_loss(301, 400)  # adjacent
     pipeline.note_sensor_loss(500, 600)  # new
     pipeline.note_sensor_loss(20, 10)  # reversed bounds, earlier than the rest
-    assert pipeline._loss_starts == [10, 100, 500]
-    assert pipeline._loss_ends == [20, 400, 600]
+    assert pipeline.tail.loss.starts == [10, 100, 500]
+    assert pipeline.tail.loss.ends == [20, 400, 600]
     pipeline.note_sensor_loss(15, 550)  # bridges everything
-    assert (pipeline._loss_starts, pipeline._loss_ends) == ([10], [600])
+    assert (pipeline.tail.loss.starts, pipeline.tail.loss.ends) == ([10], [600])
     assert pipeline.sensor_loss_windows == 6
 
 
@@ -164,14 +159,14 @@ def test_old_windows_are_forgotten_and_count_is_bounded() -> None:
     pipeline, _ = _pipeline(cfg)
     pipeline.note_sensor_loss(0, 10)
     pipeline.tick(10 + horizon)  # still reachable
-    assert pipeline._loss_ends == [10]
+    assert pipeline.tail.loss.ends == [10]
     pipeline.tick(11 + horizon)
-    assert pipeline._loss_ends == []
+    assert pipeline.tail.loss.ends == []
     for i in range(MAX_LOSS_WINDOWS + 5):
         pipeline.note_sensor_loss(100 + 10 * i, 100 + 10 * i + 1)
-    assert len(pipeline._loss_ends) == MAX_LOSS_WINDOWS
-    assert pipeline._loss_starts[0] == 100  # the oldest merged, not lost
-    assert pipeline._loss_ends[0] == 100 + 10 * 5 + 1
+    assert len(pipeline.tail.loss.ends) == MAX_LOSS_WINDOWS
+    assert pipeline.tail.loss.starts[0] == 100  # the oldest merged, not lost
+    assert pipeline.tail.loss.ends[0] == 100 + 10 * 5 + 1
 
 
 # -- the fast path and the Python path flag the same records ----------------------------
@@ -287,8 +282,8 @@ def test_worker_drop_accounting_flags_flows_active_during_the_drop(
     worker._loop(cast(Any, capture), pipeline)
     pipeline.finish()
     assert pipeline.sensor_loss_windows == 1
-    assert pipeline._loss_starts == [t0 + 3 * S]
-    assert pipeline._loss_ends == [t0 + 4 * S + 1000]
+    assert pipeline.tail.loss.starts == [t0 + 3 * S]
+    assert pipeline.tail.loss.ends == [t0 + 4 * S + 1000]
     flows = {r.src_port: r for r in memory.records if isinstance(r, FlowRecord)}
     assert set(flows) == {1001, 1002, 1003}
     assert not flows[1001].sensor_loss
@@ -303,7 +298,7 @@ def test_loss_watch_notes_only_growth() -> None:
     assert watch.check(KernelCounters(packets=9, drops=2), 30, 40, 45)
     assert not watch.check(KernelCounters(packets=12, drops=2), 50, 60, 65)  # no growth
     assert watch.check(KernelCounters(packets=15, drops=2, freeze_q_cnt=1), 70, 80, 85)
-    assert (pipeline._loss_starts, pipeline._loss_ends) == ([20, 60], [45, 85])
+    assert (pipeline.tail.loss.starts, pipeline.tail.loss.ends) == ([20, 60], [45, 85])
     first = SensorLossWatch(_pipeline()[0])  # drops before the first batch
     assert first.check(KernelCounters(drops=1), 100, 200, 210)
-    assert (first.pipeline._loss_starts, first.pipeline._loss_ends) == ([100], [210])
+    assert (first.pipeline.tail.loss.starts, first.pipeline.tail.loss.ends) == ([100], [210])

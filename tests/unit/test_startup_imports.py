@@ -113,7 +113,9 @@ def test_default_config_replay_skips_escalation_and_metrics(tmp_path: Path) -> N
     loaded = _modules_after(
         f"from trafficguard.cli import main\nassert main({argv!r}) == 0", tmp_path
     )
-    assert "trafficguard.detect.stage" in loaded
+    # the detectors run in the record process (store.record_process), not in this one
+    assert "trafficguard.record_process" in loaded
+    assert "trafficguard.detect.stage" not in loaded
     assert "trafficguard.analyzers.public_suffix" in loaded  # dns.pcap names were split
     # (the VoIP stage reports its own metrics, so prometheus_client itself is loaded here)
     # datasketches (and numpy under it): only once a distinct counter outgrows its exact set;

@@ -458,7 +458,7 @@ def _run_stage(path: Path, keys: SensorKeys) -> tuple[VoipStage, str]:
     pipeline = Pipeline(cfg, [("memory", MemorySink())], stages=stages)
     ReplayDriver(pipeline).run([path])
     (stage,) = [s for s in stages if isinstance(s, VoipStage)]
-    registry = build_registry(pipeline.snapshot, pipeline.stage_collectors())
+    registry = build_registry(pipeline.snapshot, pipeline.collectors())
     return stage, generate_latest(registry).decode()
 
 

@@ -14,7 +14,6 @@ table; a store written by a newer or unknown schema is refused rather than guess
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sqlite3
 import subprocess
@@ -35,14 +34,14 @@ from trafficguard.config import SqliteConfig
 from trafficguard.detect.alerts import AlertRecord
 from trafficguard.errors import StoreError
 from trafficguard.flow.records import FlowRecord
-from trafficguard.sinks.store_writer import (
-    commit_rows,
+from trafficguard.sinks.child_pipe import (
+    child_env,
     enlarge_pipe,
     error_reason,
     read_frame,
-    rollback,
     write_frame,
 )
+from trafficguard.sinks.store_writer import commit_rows, rollback
 from trafficguard.voip.kpi import VoipIntervalRecord
 from trafficguard.voip.records import CallRecord, RegistrationRecord, RtpStreamRecord
 
@@ -499,17 +498,13 @@ class SqliteWriterSink(SqliteSink):
             raise
 
     def _start_child(self) -> None:
-        # the child imports the trafficguard this process runs, wherever it came from
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         try:
             # its own process group: a terminal's Ctrl-C goes to this process, which closes it
             proc = subprocess.Popen(
                 self._child_args,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                env=env,
+                env=child_env(),
                 process_group=0,
             )
         except OSError as err:

@@ -30,27 +30,13 @@ import argparse
 import os
 import signal
 import sqlite3
-import struct
 import sys
 from collections.abc import Mapping, Sequence
-from typing import IO, Any, Final
+from typing import IO, Any
 
-import msgspec
-
-FRAME_HEADER: Final = struct.Struct("<I")
-PIPE_BYTES: Final = 1 << 20  # a whole batch of wide rows fits: the parent rarely waits
-_F_SETPIPE_SZ: Final = 1031  # fcntl.F_SETPIPE_SZ (Linux); not named by Python 3.11
+from trafficguard.sinks.child_pipe import error_reason, read_frame, write_frame
 
 Rows = list[Sequence[Any]]
-
-
-def error_reason(err: BaseException) -> str:
-    """Short, data-free reason for an sqlite3/OS error (messages name no record values)."""
-    name = getattr(err, "sqlite_errorname", None)
-    text = str(err) or type(err).__name__
-    if isinstance(err, OSError) and err.strerror:
-        text = err.strerror
-    return f"{text} ({name})" if name else text
 
 
 def commit_rows(
@@ -78,35 +64,6 @@ def rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
     except sqlite3.Error:
         pass
-
-
-def enlarge_pipe(fd: int) -> None:
-    """Ask for a 1 MB pipe buffer (best effort: the default 64 KB still works)."""
-    import fcntl  # noqa: PLC0415 (POSIX only, and only here)
-
-    try:
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_BYTES)
-    except OSError:
-        return
-
-
-def write_frame(out: IO[bytes], message: object) -> None:
-    body = msgspec.msgpack.encode(message)
-    out.write(FRAME_HEADER.pack(len(body)))
-    out.write(body)
-    out.flush()
-
-
-def read_frame(src: IO[bytes]) -> Any | None:
-    """The next message, or None at end of input (a torn frame counts as the end)."""
-    head = src.read(FRAME_HEADER.size)
-    if len(head) < FRAME_HEADER.size:
-        return None
-    (size,) = FRAME_HEADER.unpack(head)
-    body = src.read(size)
-    if len(body) < size:
-        return None
-    return msgspec.msgpack.decode(body)
 
 
 class RowCommitter:
