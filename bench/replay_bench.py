@@ -5,9 +5,11 @@ Timing the tools back to back on the same workload makes the ratios meaningful o
 machine, where absolute seconds are not. Tools:
 
 * ``trafficguard``: ``python -m trafficguard replay --fast --no-metrics --store TMP.db FILE``
-  with this interpreter: the full default pipeline, whose SQLite commits run in a
-  store-writer process (two processes: compare ``cpu s``, the CPU of both);
-* ``tg-inline-store``: the same with ``store.sqlite.writer: inline``, everything on one core;
+  with this interpreter: the full default pipeline, whose detectors, privacy edge and
+  SQLite commits run in the record process (two processes: compare ``cpu s``, the CPU of
+  both);
+* ``tg-one-process``: the same with ``store: {record_process: false, sqlite: {writer:
+  inline}}``, everything in one process on one core;
 * ``trafficguard-voip-off``: the same with ``voip.enabled: false``, so the difference is the
   cost of SIP/RTP analysis (the workload is VoIP-heavy);
 * ``tg-metadata``: the compiled fast path in metadata mode: decode, flows, classification
@@ -51,7 +53,7 @@ REPO: Final = Path(__file__).resolve().parent.parent
 WORKLOAD_SCRIPT: Final = REPO / "bench" / "make_workload.py"  # copy of ../shared/bench/
 TIME: Final = "/usr/bin/time"
 TOOLS: Final = (
-    "trafficguard", "tg-inline-store", "trafficguard-voip-off", "tg-metadata", "tg-python",
+    "trafficguard", "tg-one-process", "trafficguard-voip-off", "tg-metadata", "tg-python",
     "softflowd", "tcpdump", "nfpcapd", "dpkt_loop",
 )  # fmt: skip
 
@@ -157,9 +159,9 @@ def commands(pcap: Path, tmp: Path) -> dict[str, list[str]]:
             sys.executable, "-m", "trafficguard", "replay", "--fast", "--no-metrics",
             "--store", str(tmp / "bench.db"), str(pcap),
         ],
-        "tg-inline-store": [
-            sys.executable, "-m", "trafficguard", "--config", str(_config(tmp, "inline")),
-            "replay", "--fast", "--no-metrics", "--store", str(tmp / "bench-inline.db"),
+        "tg-one-process": [
+            sys.executable, "-m", "trafficguard", "--config", str(_config(tmp, "one-process")),
+            "replay", "--fast", "--no-metrics", "--store", str(tmp / "bench-one.db"),
             str(pcap),
         ],
         "trafficguard-voip-off": [
@@ -190,9 +192,9 @@ CONFIGS: Final = {
     "metadata": "voip: {enabled: false}\nanalyzers: {dns: {enabled: false}}\n"
     "detect: {enabled: false}\nescalation: {enabled: false}\n",
     "python": 'capture:\n  fast_path: "off"\n',  # the pure-Python reference path
-    # the full pipeline with SQLite commits in the packet process: one core, as before the
-    # store-writer process
-    "inline": "store: {sqlite: {writer: inline}}\n",
+    # the full pipeline in the packet process, SQLite commits included: one core, as before
+    # the record process and the store-writer process
+    "one-process": "store: {record_process: false, sqlite: {writer: inline}}\n",
 }
 
 
