@@ -117,11 +117,11 @@ def test_default_config_replay_skips_escalation_and_metrics(tmp_path: Path) -> N
     assert "trafficguard.record_process" in loaded
     assert "trafficguard.detect.stage" not in loaded
     assert "trafficguard.analyzers.public_suffix" in loaded  # dns.pcap names were split
-    # (the VoIP stage reports its own metrics, so prometheus_client itself is loaded here)
+    # the stages' collect() import prometheus_client's families only when scraped
     # datasketches (and numpy under it): only once a distinct counter outgrows its exact set;
     # the DNS analyzer reads the bundled suffix list itself: no tldextract, requests, urllib3
     unused = (
-        *ESCALATION, *STORE, "trafficguard.sinks.metrics", "datasketches", "numpy",
+        *ESCALATION, *STORE, *METRICS, "datasketches", "numpy",
         "tldextract", "requests",
     )  # fmt: skip
     assert sorted(loaded.intersection(unused)) == []

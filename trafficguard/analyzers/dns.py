@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from msgspec import Struct
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from trafficguard.analyzers.dns_features import (
     MAX_SUFFIX_LABELS,
@@ -33,6 +32,9 @@ from trafficguard.decode.packet import PROTO_TCP, PROTO_UDP, Packet
 from trafficguard.flow.hooks import HookHost
 from trafficguard.flow.keys import addr_text
 from trafficguard.flow.state import Flow
+
+if TYPE_CHECKING:  # prometheus_client pulls in http.server: only a scrape needs it
+    from prometheus_client.core import Metric
 
 try:  # one C call per message for what the pure-Python references below compute
     from trafficguard.fast._core import dns_name_features as name_features
@@ -469,6 +471,11 @@ class DnsAnalyzerStage:
         yield from self.summarizer.flush_chunks(size)
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import (  # noqa: PLC0415 (scrape only)
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+
         msgs = CounterMetricFamily(
             "trafficguard_dns_messages",
             "DNS messages seen by the DNS analyzer, by parse result",

@@ -11,10 +11,9 @@ detector needs first-packet events. Metrics: ``trafficguard_alerts_total{detecto
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from msgspec import Struct
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from trafficguard.analyzers.dns_records import DnsSummaryRecord
 from trafficguard.config import NS_PER_S, DetectConfig
@@ -26,6 +25,9 @@ from trafficguard.flow.hooks import HookHost
 from trafficguard.flow.records import FlowRecord
 from trafficguard.flow.state import Flow
 from trafficguard.voip.records import CallRecord, RegistrationRecord
+
+if TYPE_CHECKING:  # prometheus_client pulls in http.server: only a scrape needs it
+    from prometheus_client.core import Metric
 
 DetectorFactory = Callable[[DetectConfig, DetectorEnv], list[Detector]]
 Handler = Callable[[Any], None]
@@ -197,6 +199,11 @@ class DetectStage:
             d.reload()
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import (  # noqa: PLC0415 (scrape only)
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+
         total = CounterMetricFamily(
             "trafficguard_alerts", "Alerts opened, by detector and severity",
             labels=["detector", "severity"],

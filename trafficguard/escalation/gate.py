@@ -31,11 +31,10 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from msgspec import Struct
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from trafficguard.analyzers import content_dns, content_http, content_sip, content_smtp, content_tls
 from trafficguard.decode.packet import Packet
@@ -61,6 +60,9 @@ from trafficguard.escalation.policy import Policy
 from trafficguard.flow.hooks import HookHost
 from trafficguard.flow.state import Flow
 from trafficguard.privacy.pseudonym import Pseudonymizer
+
+if TYPE_CHECKING:  # prometheus_client pulls in http.server: only a scrape needs it
+    from prometheus_client.core import Metric
 
 NS_PER_S: Final = 1_000_000_000
 SIP_PORTS: Final = frozenset({5060, 5061, 5080})
@@ -184,6 +186,11 @@ class GateStage:
             self._audit = None
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import (  # noqa: PLC0415 (scrape only)
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+
         g = GaugeMetricFamily(
             "trafficguard_escalations_open", "Escalations (grants and auto rules) open now"
         )

@@ -24,13 +24,15 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import TYPE_CHECKING, Final, Literal, Protocol
 
 import structlog
-from prometheus_client.core import CounterMetricFamily, Metric
 
 from trafficguard.privacy.retention import RetentionPolicy, purge_tables
 from trafficguard.privacy.subject import retention_plan
+
+if TYPE_CHECKING:  # prometheus_client pulls in http.server: only a scrape needs it
+    from prometheus_client.core import Metric
 
 DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
 
@@ -181,6 +183,8 @@ class StorePurger:
 
     def collect(self) -> Iterator[Metric]:
         """Counters for ``/metrics`` (the stage ``collect`` contract)."""
+        from prometheus_client.core import CounterMetricFamily  # noqa: PLC0415 (scrape only)
+
         c = CounterMetricFamily(
             "trafficguard_retention_purged_records",
             "Stored records deleted by the periodic retention purge, by record kind",

@@ -31,15 +31,17 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
-from prometheus_client.core import CounterMetricFamily, Metric
 
 from trafficguard.config import IpfixConfig
 from trafficguard.errors import StoreError
 from trafficguard.flow.records import FlowRecord
 from trafficguard.voip.records import RtpStreamRecord
+
+if TYPE_CHECKING:  # prometheus_client pulls in http.server: only a scrape needs it
+    from prometheus_client.core import Metric
 
 VERSION: Final = 10
 HEADER: Final = struct.Struct("!HHIII")  # version, length, export time, sequence, domain
@@ -525,6 +527,8 @@ class IpfixExporter:
 
     def collect(self) -> Iterator[Metric]:
         """Export counters for ``/metrics`` (the stage ``collect`` contract; scrape thread)."""
+        from prometheus_client.core import CounterMetricFamily  # noqa: PLC0415 (scrape only)
+
         yield CounterMetricFamily(
             "trafficguard_ipfix_messages",
             "IPFIX messages sent to the collector (templates included)",

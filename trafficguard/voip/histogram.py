@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import HistogramMetricFamily
+if TYPE_CHECKING:  # prometheus_client pulls in http.server: only a scrape needs it
+    from prometheus_client.core import HistogramMetricFamily
 
 
 class Histogram:
@@ -34,6 +36,8 @@ class Histogram:
 
     def family(self, name: str, doc: str) -> HistogramMetricFamily:
         """The cumulative Prometheus form of the current counts."""
+        from prometheus_client.core import HistogramMetricFamily  # noqa: PLC0415 (scrape only)
+
         counts = list(self.counts)
         buckets: list[tuple[str, float]] = []
         running = 0

@@ -10,14 +10,15 @@ address is ever a label.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Final
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from typing import TYPE_CHECKING, Final
 
 from trafficguard.voip.dialogs import CallTracker
 from trafficguard.voip.histogram import Histogram
 from trafficguard.voip.kpi import VoipIntervalRecord, final_class
 from trafficguard.voip.records import CallRecord, RegistrationRecord, RtpStreamRecord
+
+if TYPE_CHECKING:  # prometheus_client pulls in http.server: only a scrape needs it
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 PDD_BUCKETS_S: Final = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 30.0)
 DURATION_BUCKETS_S: Final = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
@@ -78,6 +79,11 @@ class VoipMetrics:
     # -- scrape time -------------------------------------------------------------------------
     def families(self, tracker: CallTracker) -> Iterator[Metric]:
         """Every ``trafficguard_*`` family of the stage (called from the metrics thread)."""
+        from prometheus_client.core import (  # noqa: PLC0415 (scrape only)
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+
         requests = {m.lower(): n for m, n in dict(tracker.method_counts).items()}
         by_class: dict[str, int] = {}
         by_method_class: dict[tuple[str, str], int] = {}

@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 from msgspec import Struct
-from prometheus_client.core import Metric
 
 from trafficguard.config import NS_PER_S, VoipConfig
 from trafficguard.decode.packet import PROTO_SCTP, PROTO_TCP, PROTO_UDP, Packet
@@ -75,6 +74,9 @@ from trafficguard.voip.websocket import (
     WsSipFramer,
     looks_like_http_request,
 )
+
+if TYPE_CHECKING:  # prometheus_client pulls in http.server: only a scrape needs it
+    from prometheus_client.core import Metric
 
 NS_PER_MS: Final = 1_000_000
 _RTP_MIN_PORT: Final = 1024
