@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import REPO_ROOT, SAMPLE_PCAP_DIR
+from trafficguard.privacy.keys import init_keys
 
 # The grant/keys/audit/... handlers and what they pull in (cryptography, pydantic policy
 # models, the audit log): imported only when one of those commands runs.
@@ -106,6 +107,7 @@ def test_metadata_replay_imports_only_what_it_uses(tmp_path: Path) -> None:
 def test_default_config_replay_skips_escalation_and_metrics(tmp_path: Path) -> None:
     """With the default stages (VoIP, DNS, detectors) still no escalation or /metrics."""
     cfg = _config(tmp_path)
+    init_keys(tmp_path / "keys")  # a sensor's second start: the keys are read, not made
     argv = [
         "--config", str(cfg), "replay", "--no-metrics", "--no-store", "--quiet",
         str(SAMPLE_PCAP_DIR / "dns.pcap"),
@@ -119,10 +121,11 @@ def test_default_config_replay_skips_escalation_and_metrics(tmp_path: Path) -> N
     assert "trafficguard.analyzers.public_suffix" in loaded  # dns.pcap names were split
     # the stages' collect() import prometheus_client's families only when scraped
     # datasketches (and numpy under it): only once a distinct counter outgrows its exact set;
-    # the DNS analyzer reads the bundled suffix list itself: no tldextract, requests, urllib3
+    # the DNS analyzer reads the bundled suffix list itself: no tldextract, requests, urllib3;
+    # the audit key pair init_keys wrote is read without cryptography's serialization package
     unused = (
         *ESCALATION, *STORE, *METRICS, "datasketches", "numpy",
-        "tldextract", "requests",
+        "tldextract", "requests", "cryptography.hazmat.primitives.serialization",
     )  # fmt: skip
     assert sorted(loaded.intersection(unused)) == []
 

@@ -14,6 +14,8 @@ Nothing here logs or prints key material.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import os
 import re
@@ -23,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -35,6 +36,10 @@ from trafficguard.privacy.keynames import AUDIT_PUBLIC_NAME as AUDIT_PUBLIC_NAME
 
 PSEUDONYM_KEY_BYTES: Final = 32
 _PSEUDONYM_RE: Final = re.compile(r"^pseudonym-([1-9][0-9]{0,5})\.key$")
+# RFC 8410: the DER of an Ed25519 PKCS#8 private key and of its SubjectPublicKeyInfo is a
+# fixed prefix followed by the 32 raw key bytes (what init_keys writes, PEM-armoured)
+_ED25519_PKCS8_PREFIX: Final = bytes.fromhex("302e020100300506032b657004220420")
+_ED25519_SPKI_PREFIX: Final = bytes.fromhex("302a300506032b6570032100")
 
 
 class KeyFileError(PrivacyError):
@@ -139,6 +144,8 @@ def init_keys(directory: str | Path, *, force: bool = False) -> SensorKeys:
                 (d / name).unlink()
         pkey = secrets.token_bytes(PSEUDONYM_KEY_BYTES)
         write_secret_file(d / pseudonym_key_name(1), pkey)
+        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 (see _raw_ed25519)
+
         priv = Ed25519PrivateKey.generate()
         write_secret_file(
             d / AUDIT_PRIVATE_NAME,
@@ -185,13 +192,46 @@ def _read_secret(path: Path) -> bytes:
         raise KeyFileError(f"{path}: cannot read: {err.strerror or err}") from None
 
 
+def _raw_ed25519(pem: bytes, label: str, prefix: bytes) -> bytes | None:
+    """The 32 key bytes of ``pem`` if it is laid out exactly as ``init_keys`` writes it.
+
+    Every command that builds a pipeline loads the audit key pair; cryptography's
+    ``serialization`` package, which would parse it, imports all its formats (SSH, PKCS#12,
+    PKCS#7) for ~75M instructions of start-up. The files ``init_keys`` writes are one
+    base64 line of a fixed DER prefix and the raw key, which any PEM/DER reader decodes to
+    the same key. Anything else gives ``None`` and goes through ``serialization`` as
+    before, so which files load and every error message stay the same.
+    """
+    head = f"-----BEGIN {label}-----\n".encode()
+    tail = f"-----END {label}-----\n".encode()
+    if not (pem.startswith(head) and pem.endswith(tail)):
+        return None
+    line = pem[len(head) : len(pem) - len(tail)]
+    if line.count(b"\n") != 1 or not line.endswith(b"\n"):
+        return None
+    try:
+        der = base64.b64decode(line[:-1], validate=True)
+    except binascii.Error:
+        return None
+    if len(der) != len(prefix) + 32 or not der.startswith(prefix):
+        return None
+    return der[len(prefix) :]
+
+
 def load_audit_public_key(path: str | Path) -> Ed25519PublicKey:
     """Load an Ed25519 public key from a PEM file (for ``audit verify`` away from the sensor)."""
     p = Path(path)
     try:
-        key = serialization.load_pem_public_key(p.read_bytes())
+        pem = p.read_bytes()
     except OSError as err:
         raise KeyFileError(f"{p}: cannot read: {err.strerror or err}") from None
+    raw = _raw_ed25519(pem, "PUBLIC KEY", _ED25519_SPKI_PREFIX)
+    if raw is not None:
+        return Ed25519PublicKey.from_public_bytes(raw)
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 (see _raw_ed25519)
+
+    try:
+        key = serialization.load_pem_public_key(pem)
     except ValueError:
         raise KeyFileError(f"{p}: not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
@@ -216,13 +256,22 @@ def load_keys(directory: str | Path, *, with_private: bool = True) -> SensorKeys
         raise KeyFileError(f"{d}: no pseudonym key; run keys init")
     private: Ed25519PrivateKey | None = None
     if with_private:
-        try:
-            loaded = serialization.load_pem_private_key(_read_secret(d / AUDIT_PRIVATE_NAME), None)
-        except ValueError:
-            raise KeyFileError(f"{d / AUDIT_PRIVATE_NAME}: not a PEM private key") from None
-        if not isinstance(loaded, Ed25519PrivateKey):
-            raise KeyFileError(f"{d / AUDIT_PRIVATE_NAME}: not an Ed25519 private key")
-        private = loaded
+        pem = _read_secret(d / AUDIT_PRIVATE_NAME)
+        raw = _raw_ed25519(pem, "PRIVATE KEY", _ED25519_PKCS8_PREFIX)
+        if raw is not None:
+            private = Ed25519PrivateKey.from_private_bytes(raw)
+        else:
+            from cryptography.hazmat.primitives import (  # noqa: PLC0415 (see _raw_ed25519)
+                serialization,
+            )
+
+            try:
+                loaded = serialization.load_pem_private_key(pem, None)
+            except ValueError:
+                raise KeyFileError(f"{d / AUDIT_PRIVATE_NAME}: not a PEM private key") from None
+            if not isinstance(loaded, Ed25519PrivateKey):
+                raise KeyFileError(f"{d / AUDIT_PRIVATE_NAME}: not an Ed25519 private key")
+            private = loaded
     public = load_audit_public_key(d / AUDIT_PUBLIC_NAME)
     if private is not None and private.public_key().public_bytes_raw() != public.public_bytes_raw():
         raise KeyFileError(f"{d}: {AUDIT_PUBLIC_NAME} does not match {AUDIT_PRIVATE_NAME}")
