@@ -3,9 +3,11 @@
 Unknown keys and wrong types fail with the file, the key path and the reason
 (``ConfigError``); ``trafficguard check-config`` prints the same messages. Values the hot
 path needs are derived here once (timeouts in ns), so no stage reads the raw mapping.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: pydantic would turn each of the ~270 field
+annotations back into a type through a ``typing.ForwardRef`` (one ``compile()`` each) when
+the models are built at import, which every command pays for.
+"""
 
 import ipaddress
 from pathlib import Path
@@ -699,7 +701,7 @@ class IpfixConfig(_Section):
         host, _, port = self.collector.rpartition(":")
         return host.strip("[]"), int(port)
 
-    def with_collector(self, collector: str, source: str = "--ipfix") -> IpfixConfig:
+    def with_collector(self, collector: str, source: str = "--ipfix") -> "IpfixConfig":
         """This section enabled and pointed at ``collector`` (the ``--ipfix`` option)."""
         try:
             return IpfixConfig.model_validate(
