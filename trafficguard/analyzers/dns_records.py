@@ -6,8 +6,8 @@ pseudonym (``t<epoch>.…``), and everything about the names below it is reduced
 lengths and entropies — what tunnel and exfiltration detection needs, and no more.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the store reads these Structs' annotations at
+# start-up (msgspec.structs.fields), and each string one costs a typing.ForwardRef compile.
 from typing import ClassVar
 
 import msgspec

@@ -23,8 +23,8 @@ the key (which may hold addresses) is only hashed. ``evidence`` holds metadata o
 The escalation gate reads ``detector``, ``severity``, ``source`` and ``target``.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the store reads these Structs' annotations at
+# start-up (msgspec.structs.fields), and each string one costs a typing.ForwardRef compile.
 import hashlib
 import ipaddress
 from collections.abc import Iterable

@@ -11,8 +11,8 @@ conversation table counts); ``ip_bytes_*`` are IP-layer bytes (what NetFlow/IPFI
 octet counters mean); ``payload_bytes_*`` are L4 payload bytes.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the store reads these Structs' annotations at
+# start-up (msgspec.structs.fields), and each string one costs a typing.ForwardRef compile.
 from typing import ClassVar, Final
 
 import msgspec

@@ -20,8 +20,8 @@ emitted. Definitions (per interval, over call attempts that ended in it):
 * MOS: mean of the E-model MOS of the RTP streams that ended in the interval.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the store reads these Structs' annotations at
+# start-up (msgspec.structs.fields), and each string one costs a typing.ForwardRef compile.
 import math
 from typing import ClassVar, Final
 

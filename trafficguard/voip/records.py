@@ -10,8 +10,8 @@ Every other field is a number, a bool or a value of one of the closed tuples bel
 Times are packet time in ns; durations in ms as floats (``None`` = not measured).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the store reads these Structs' annotations at
+# start-up (msgspec.structs.fields), and each string one costs a typing.ForwardRef compile.
 from typing import ClassVar, Final
 
 import msgspec
