@@ -21,10 +21,11 @@ Frames are ``store_writer``'s ``<u32 length><msgpack>``. Parent to child (stdin)
 * ``["tick", now_ns]``, ``["route", runs]``, ``["pass", runs]``, ``["loss", from, to, newest]``
   where ``runs`` are ``[kind, <msgpack of [record, ...]>]`` in order (the records of a run
   are bytes of their own, so the child decodes them straight into their type)
-* ``["finish", now_ns, chunk]``, ``["flush"]``, ``["close"]``: each answered by a status
-  ``[error, written, store_errors, loss_windows, metrics]`` — the first store error since
-  the last status (None if none), ``[[sink, kind, n], ...]``, the counters, and the
-  pickled metric families of the tail's stages and sinks.
+* ``["finish", now_ns, chunk, metrics]``, ``["flush", metrics]``, ``["close", metrics]``:
+  each answered by a status ``[error, written, store_errors, loss_windows, families]`` —
+  the first store error since the last status (None if none), ``[[sink, kind, n], ...]``,
+  the counters, and, if ``metrics`` asked for them (a ``/metrics`` endpoint is up), the
+  pickled metric families of the tail's stages and sinks (else None).
 
 End of input without ``close`` (the packet process was killed) closes the sinks, which
 commits every record that arrived. The child ignores SIGINT, SIGTERM and SIGHUP (a
@@ -94,6 +95,7 @@ class RemoteTail:
         self.sensor_loss_windows = 0
         self._metrics: list[Metric] = []
         self._types: dict[type, str] = {}
+        self._want_metrics = False
         self._encoder = msgspec.msgpack.Encoder()
         self._closed = False
         args = [sys.executable, "-m", "trafficguard.record_process"]
@@ -152,24 +154,27 @@ class RemoteTail:
         self._send(["loss", from_ns, to_ns, newest_ns])
 
     def finish(self, now_ns: int, chunk: int) -> None:
-        self._request(["finish", now_ns, chunk])
+        self._request(["finish", now_ns, chunk, self._want_metrics])
 
     def flush(self) -> None:
         if not self._closed:
-            self._request(["flush"])
+            self._request(["flush", self._want_metrics])
 
     def close(self) -> None:
         """Close the sinks in the child (commit, stop); idempotent."""
         if self._closed:
             return
         try:
-            self._request(["close"])
+            self._request(["close", self._want_metrics])
         finally:
             self._closed = True
             self._stop()
 
     def collectors(self) -> list[Callable[[], Iterable[Any]]]:
-        """The tail's metric families, as of the last status (every flush)."""
+        """The tail's metric families, as of the last status (every flush). Asking for
+        them makes every later status carry them (without a ``/metrics`` endpoint the
+        child never builds them)."""
+        self._want_metrics = True
         return [lambda: list(self._metrics)]
 
     # -- frames --------------------------------------------------------------------------
@@ -213,7 +218,8 @@ class RemoteTail:
         self.records_written = {(sink, kind): n for sink, kind, n in written}
         self.store_errors = store_errors
         self.sensor_loss_windows = loss_windows
-        self._metrics = pickle.loads(metrics)
+        if metrics is not None:
+            self._metrics = pickle.loads(metrics)
         if error is not None:
             raise StoreError(error)
 
@@ -282,15 +288,16 @@ class RecordServer:
             if self.error is None:
                 self.error = str(err)
 
-    def status(self) -> None:
+    def status(self, metrics: bool) -> None:
         tail = self.tail
-        metrics = [m for collect in tail.collectors() for m in collect()]
+        families = None
+        if metrics:
+            families = pickle.dumps([m for collect in tail.collectors() for m in collect()])
         written = [[sink, kind, n] for (sink, kind), n in tail.records_written.items()]
         write_frame(
             self.out,
-            [self.error, written, tail.store_errors, tail.sensor_loss_windows,
-             pickle.dumps(metrics)],
-        )  # fmt: skip
+            [self.error, written, tail.store_errors, tail.sensor_loss_windows, families],
+        )
         self.error = None
 
     def serve(self, src: IO[bytes]) -> None:
@@ -310,13 +317,13 @@ class RecordServer:
                 tail.note_sensor_loss(msg[1], msg[2], msg[3])
             elif op == "finish":
                 self.guarded(tail.finish, msg[1], msg[2])
-                self.status()
+                self.status(msg[3])
             elif op == "flush":
                 self.guarded(tail.flush)
-                self.status()
+                self.status(msg[1])
             elif op == "close":
                 self.guarded(tail.close)
-                self.status()
+                self.status(msg[1])
                 return
         self.guarded(tail.close)  # the parent is gone: commit what it handed over
 

@@ -112,9 +112,11 @@ def test_the_alert_captures_do_raise_alerts_and_loss_marks(tmp_path: Path) -> No
 def test_detector_metrics_come_back_with_each_flush(tmp_path: Path) -> None:
     keys = _keys(tmp_path)
     remote = _remote(CFG, keys, SinkOverrides(no_store=True))
+    collectors = remote.collectors()  # as start_metrics does, before any record
+    assert [m for collect in remote.tail.collectors() for m in collect()] == []  # not yet
     ReplayDriver(remote).run([DATA / "attacks" / "port_scan.pcap"])
     remote.flush()
-    families = {m.name: m for collect in remote.collectors() for m in collect()}
+    families = {m.name: m for collect in collectors for m in collect()}
     assert "trafficguard_alerts" in families
     opened = families["trafficguard_alerts"].samples
     assert sum(s.value for s in opened if s.name.endswith("_total")) >= 1
