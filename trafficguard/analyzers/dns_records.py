@@ -13,8 +13,12 @@ from typing import ClassVar
 import msgspec
 
 
-class DnsSummaryRecord(msgspec.Struct, frozen=True, gc=False, kw_only=True):
-    """DNS activity of one client under one registered domain in one interval."""
+class DnsSummaryRecord(msgspec.Struct, frozen=True, gc=False):
+    """DNS activity of one client under one registered domain in one interval.
+
+    Not ``kw_only``, unlike the other records: the analyzer makes tens of thousands per
+    interval and passes the fields by position (field order = the order below).
+    """
 
     kind: ClassVar[str] = "dns_summary"
 
