@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -116,6 +117,9 @@ def test_byte_histogram_is_counter_order_and_entropy_unchanged(data: bytes) -> N
 class _Tokens:
     def token(self, value: str) -> str:
         return "t1." + str(len(value))
+
+    def tokens(self, values: Sequence[str]) -> list[str]:
+        return [self.token(value) for value in values]
 
 
 def test_summarizer_intervals_bound_and_features() -> None:

@@ -62,6 +62,10 @@ class DomainTokens(Protocol):
 
     def token(self, value: str) -> str: ...
 
+    def tokens(self, values: Sequence[str]) -> Sequence[str]:
+        """``token`` of each of ``values``, in order."""
+        ...
+
 
 def _tally(counts: dict[str, int] | None, name: str) -> dict[str, int]:
     """``counts`` with one more ``name``; made on first use (response-only pairs have no
@@ -299,19 +303,18 @@ class DnsSummarizer:
         self.summaries += len(pairs)
         start = self._interval * self.interval_ns
         end = start + self.interval_ns
-        token = self._tokens.token
+        tokens = self._tokens.tokens
         max_distinct = self.max_distinct
-        out: list[DnsSummaryRecord] = []
-        append = out.append
-        for (client, domain), st in pairs.items():
-            summary_id = token(f"dns_summary|{client}|{domain}|{start}")
-            append(_to_record(summary_id, client, domain, start, end, st, max_distinct))
-            if len(out) >= size:
-                yield out
-                out = []
-                append = out.append
-        if out:
-            yield out
+        items = list(pairs.items())
+        for i in range(0, len(items), size):
+            chunk = items[i : i + size]
+            ids = tokens(
+                [f"dns_summary|{client}|{domain}|{start}" for (client, domain), _ in chunk]
+            )
+            yield [
+                _to_record(summary_id, client, domain, start, end, st, max_distinct)
+                for summary_id, ((client, domain), st) in zip(ids, chunk, strict=True)
+            ]
 
     def take_records(self) -> list[DnsSummaryRecord]:
         out, self._out = self._out, []

@@ -14,13 +14,13 @@ user pseudonym and a token of the same string are unrelated. Addresses outside
 from __future__ import annotations
 
 import bisect
-import hmac
+import hashlib
 import ipaddress
 import re
 import socket
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from typing import Final, NewType
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final, NewType, cast
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -34,6 +34,9 @@ DIGEST_CHARS: Final = 22  # 110 bits
 _B32_ALPHABET: Final = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648 base32, lower-cased
 _B32_PAIRS: Final = tuple(a + b for a in _B32_ALPHABET for b in _B32_ALPHABET)
 """Two base32 characters per 10-bit value: 11 look-ups spell the 110-bit digest."""
+_SHA256_BLOCK: Final = 64
+_IPAD: Final = bytes(c ^ 0x36 for c in range(256))  # RFC 2104 pads, as translate tables
+_OPAD: Final = bytes(c ^ 0x5C for c in range(256))
 _PHONE_RE: Final = re.compile(r"^\+?[0-9()\s.\-/]+$")
 _PHONE_SEPARATORS: Final = re.compile(r"[()\s.\-/]")
 _PSEUDONYM_RE: Final = re.compile(r"^([uta])([1-9][0-9]*)\.(.+)$")
@@ -119,6 +122,23 @@ def _subkey(key: bytes, label: bytes, length: int = 32) -> bytes:
     return HKDF(hashes.SHA256(), length, salt=None, info=b"trafficguard/" + label).derive(key)
 
 
+class _KeyedSha256:
+    """HMAC-SHA256 under one key (RFC 2104) with both padded keys hashed once.
+
+    Per value two ``hashlib`` copies and digests: the same bytes as ``hmac.digest``, ~1 µs
+    less than copying a keyed ``hmac.HMAC`` (whose ``copy`` and ``digest`` are Python).
+    """
+
+    __slots__ = ("inner", "outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(_SHA256_BLOCK, b"\0")
+        self.inner = hashlib.sha256(block.translate(_IPAD))
+        self.outer = hashlib.sha256(block.translate(_OPAD))
+
+
 class _EpochKeys:
     __slots__ = ("cryptopan", "token", "token_mac", "user", "user_mac")
 
@@ -127,8 +147,8 @@ class _EpochKeys:
         self.token = _subkey(key, b"token/v1")
         self.cryptopan = CryptoPAn(_subkey(key, b"cryptopan/v1"))
         # keyed once, copied per value: a copy costs less than keying hmac.digest anew
-        self.user_mac = hmac.new(self.user, digestmod="sha256")
-        self.token_mac = hmac.new(self.token, digestmod="sha256")
+        self.user_mac = _KeyedSha256(self.user)
+        self.token_mac = _KeyedSha256(self.token)
 
 
 class _NetworkSet:
@@ -194,13 +214,14 @@ class Pseudonymizer:
             raise ValueError(f"no pseudonym key for epoch {e}") from None
 
     @staticmethod
-    def _keyed_digest(keyed: hmac.HMAC, data: str) -> str:
+    def _keyed_digest(keyed: _KeyedSha256, data: str) -> str:
         """The first 22 characters of the lower-case base32 of the HMAC-SHA256 of ``data``
-        under the key ``keyed`` was made with (``hmac.new(key, digestmod="sha256")``,
-        copied, so the keyed state is reused)."""
-        mac = keyed.copy()
-        mac.update(data.encode("utf-8"))
-        return _spell(mac.digest())
+        under the key ``keyed`` holds (its hashed pads are copied, not keyed anew)."""
+        inner = keyed.inner.copy()
+        inner.update(data.encode("utf-8"))
+        outer = keyed.outer.copy()
+        outer.update(inner.digest())
+        return _spell(outer.digest())
 
     def user(self, value: str, epoch: int | None = None) -> Pseudonym:
         """Pseudonym of a phone number or SIP user (normalised first, see normalize_user)."""
@@ -211,6 +232,15 @@ class Pseudonymizer:
         """Pseudonym of an opaque identifier such as a Call-ID; no normalisation."""
         e, k = self._keys(epoch)
         return Pseudonym(f"t{e}." + self._keyed_digest(k.token_mac, value))
+
+    def tokens(self, values: Sequence[str]) -> list[Pseudonym]:
+        """``token`` of each of ``values`` under the current epoch's key, for callers that
+        make thousands at once (the DNS analyzer's summary ids): one key look-up."""
+        e, k = self._keys(None)
+        prefix = f"t{e}."
+        keyed = k.token_mac
+        digest = self._keyed_digest
+        return cast("list[Pseudonym]", [prefix + digest(keyed, value) for value in values])
 
     def is_subscriber(self, ip: str | IPAddress) -> bool:
         """True if the address lies inside ``home_networks``."""
