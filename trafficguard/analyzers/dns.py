@@ -22,7 +22,6 @@ from msgspec.structs import astuple
 
 from trafficguard.analyzers.dns_features import (
     MAX_SUFFIX_LABELS,
-    NameFeatures,
     domain_label_count,
     histogram_entropy,
     registered_text,
@@ -52,9 +51,11 @@ TOKEN_CACHE_SIZE: Final = 65536  # remembered domain splits and tokens (cleared 
 NAME_CACHE_SIZE: Final = 8192
 ADDR_CACHE_SIZE: Final = 65536  # remembered address texts (cleared when full)
 _TCP_LEN: Final = struct.Struct("!H")
-_NoName = tuple[int, int, float, None, None]
-_NO_NAME: Final[_NoName] = (0, 0, 0.0, None, None)  # what a pair keeps of "no name below"
-_Name = tuple[str, NameFeatures | None]  # domain token; features of the name below it
+_NameInfo = tuple[int, int, float, int, dict[int, int], float]
+"""``dns_features.NameFeatures`` and the entropy rounded for records (``round`` is slow)."""
+_NoName = tuple[int, int, float, None, None, float]
+_NO_NAME: Final[_NoName] = (0, 0, 0.0, None, None, 0.0)  # what a pair keeps of "no name below"
+_Name = tuple[str, _NameInfo | None]  # domain token; what is kept of the name below it
 MESSAGE_RESULTS: Final = ("parsed", "malformed", "partial_tcp")
 
 
@@ -110,7 +111,8 @@ class _PairStats(Struct, gc=False):
     # hashes of the distinct names below: the first one's alone, then a set
     distinct: int | set[int] | None = None
     chars: dict[int, int] | None = None  # byte histogram of those names
-    name_entropy: float = 0.0  # the first name's: the pool's while it is the only one
+    # the first name's entropy, rounded: the pool's while it is the only one
+    name_entropy: float = 0.0
     qtypes: dict[str, int] | None = None
     rcodes: dict[str, int] | None = None
 
@@ -137,14 +139,14 @@ class _PairStats(Struct, gc=False):
         if qtype in {10, 16}:  # NULL, TXT
             self.txt_null += 1
 
-    def add_name(self, features: NameFeatures, max_distinct: int) -> None:
+    def add_name(self, features: _NameInfo, max_distinct: int) -> None:
         """Lengths and entropy of one more (non-empty) name below the registered domain.
 
         ``features`` are remembered per name and shared (``DnsSummarizer._name``): a
         pool that is still the first name's histogram is copied before others are pooled
         into it (in first-occurrence order, as ``Counter.update`` would insert the bytes).
         """
-        longest, size, entropy, h, histogram = features
+        longest, size, entropy, h, histogram, rounded = features
         self.label_sum += longest
         if longest > self.label_max:  # noqa: PLR1730 (per message: a compare is cheaper than max())
             self.label_max = longest
@@ -159,7 +161,7 @@ class _PairStats(Struct, gc=False):
             self.distinct = h
             self.sub_chars_distinct = size
             self.chars = histogram
-            self.name_entropy = entropy
+            self.name_entropy = rounded
             return
         if isinstance(distinct, int):
             if h == distinct:
@@ -178,16 +180,16 @@ class _PairStats(Struct, gc=False):
 
 
 def _first_query(
-    ts_ns: int, server: str, qtype: int, size: int, tcp: bool, features: NameFeatures | None
+    ts_ns: int, server: str, qtype: int, size: int, tcp: bool, features: _NameInfo | None
 ) -> _PairStats:
     """A pair opened by a query: ``add_query`` and ``add_name`` on a new pair, made in one
     positional call (the common case: most pairs see one query and nothing else)."""
-    first: NameFeatures | _NoName = _NO_NAME if features is None else features
-    longest, name_size, entropy, h, histogram = first
+    first: _NameInfo | _NoName = _NO_NAME if features is None else features
+    longest, name_size, entropy, h, histogram, rounded = first
     return _PairStats(
         ts_ns, ts_ns, server, (), 1, 0, 1 if tcp else 0, 1 if qtype in {10, 16} else 0,
         longest, longest, name_size, name_size, name_size, entropy, entropy,
-        size, 0, 0, h, histogram, entropy, {QTYPE_NAMES.get(qtype, "other"): 1},
+        size, 0, 0, h, histogram, rounded, {QTYPE_NAMES.get(qtype, "other"): 1},
     )  # fmt: skip
 
 
@@ -224,8 +226,11 @@ class DnsSummarizer:
         names = self._names
         if len(names) >= NAME_CACHE_SIZE:
             names.clear()
-        # no labels below the domain, or only empty ones: nothing to measure (all zeros)
-        name = names[key] = (token, features if features is not None and features[1] else None)
+        name: _Name
+        if features is None or not features[1]:  # no labels below, or only empty ones
+            name = names[key] = (token, None)  # nothing to measure (all zeros)
+        else:
+            name = names[key] = (token, (*features, round(features[2], 3)))
         return name
 
     def _domain(self, labels: tuple[bytes, ...], key: int) -> tuple[int, str]:
@@ -342,22 +347,22 @@ def _to_record(
 ) -> DnsSummaryRecord:
     """The pair's record. Most pairs hold one query within a second: then the means and
     the rate are integers as floats (x / 1), which ``round`` would return unchanged, and
-    the entropy sum, the maximum and the pool's entropy are the one name's (or 0.0), so
-    one ``round`` (correctly rounded, it is no cheap call) serves all three."""
+    the entropy sum, the maximum and the pool's entropy are the one name's (or 0.0), whose
+    rounded entropy the pair holds (``round`` is correctly rounded, no cheap call)."""
     (
         first_ns, last_ns, _, servers, q, responses, queries_tcp, txt_null,
         label_sum, label_max, sub_sum, sub_max, sub_chars_distinct, entropy_sum, entropy_max,
         query_bytes, response_bytes, response_max, names, chars, name_entropy, qtypes, rcodes,
     ) = astuple(st)  # fmt: skip
-    entropy_max_r = round(entropy_max, 3)
     if names is None:
         distinct, char_entropy = 0, 0.0
     elif isinstance(names, int):  # one name: the pool is its histogram
-        distinct = 1
-        char_entropy = entropy_max_r if name_entropy == entropy_max else round(name_entropy, 3)
+        distinct, char_entropy = 1, name_entropy
     else:
         assert chars is not None  # made with the first name
         distinct, char_entropy = len(names), round(histogram_entropy(chars.values()), 3)
+    # one query with a name: the maximum is that name's entropy
+    entropy_max_r = name_entropy if q == 1 and distinct else round(entropy_max, 3)
     span_ns = last_ns - first_ns
     rate = float(q) if span_ns <= NS_PER_S else round(q / (span_ns / NS_PER_S), 3)
     if q == 1:
