@@ -2314,7 +2314,41 @@ static PyObject *dns_name_features(PyObject *Py_UNUSED(mod), PyObject *args) {
     return Py_BuildValue("(nndnN)", longest, size, entropy, (Py_ssize_t)h, histogram);
 }
 
+static const char b32_head_doc[] =
+    "b32_head(digest) -> str: the first 22 characters of the lower-case base32 of a digest\n"
+    "of at least 14 bytes (its first 110 bits): privacy.pseudonym._spell in one call.";
+
+static PyObject *b32_head(PyObject *Py_UNUSED(mod), PyObject *digest) {
+    static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+    if (!PyBytes_Check(digest)) {
+        PyErr_SetString(PyExc_TypeError, "b32_head: digest must be bytes");
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(digest) < 14) {
+        PyErr_SetString(PyExc_ValueError, "b32_head: need at least 14 bytes");
+        return NULL;
+    }
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(digest);
+    PyObject *text = PyUnicode_New(22, 127);
+    if (text == NULL) return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(text);
+    /* 14 bytes = 112 bits in, 22 x 5 = 110 bits out, most significant first; only the low
+       13 bits of acc are read, so its high bits may wrap */
+    uint64_t acc = 0;
+    int bits = 0, n = 0;
+    for (int i = 0; i < 14; i++) {
+        acc = (acc << 8) | p[i];
+        bits += 8;
+        while (bits >= 5 && n < 22) {
+            bits -= 5;
+            out[n++] = (Py_UCS1)alphabet[(acc >> bits) & 31];
+        }
+    }
+    return text;
+}
+
 static PyMethodDef module_methods[] = {
+    {"b32_head", b32_head, METH_O, b32_head_doc},
     {"dns_question", dns_question, METH_VARARGS, dns_question_doc},
     {"dns_name_features", dns_name_features, METH_VARARGS, dns_name_features_doc},
     {"scan_block", scan_block, METH_VARARGS, scan_block_doc},

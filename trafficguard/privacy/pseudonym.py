@@ -118,6 +118,12 @@ def _spell(mac: bytes) -> str:
     )  # fmt: skip
 
 
+try:  # the C core's _spell: one call, ~1 µs less per pseudonym (tens of thousands at once)
+    from trafficguard.fast._core import b32_head as _spell_digest
+except ImportError:  # not built: the reference itself
+    _spell_digest = _spell
+
+
 def _subkey(key: bytes, label: bytes, length: int = 32) -> bytes:
     return HKDF(hashes.SHA256(), length, salt=None, info=b"trafficguard/" + label).derive(key)
 
@@ -221,7 +227,7 @@ class Pseudonymizer:
         inner.update(data.encode("utf-8"))
         outer = keyed.outer.copy()
         outer.update(inner.digest())
-        return _spell(outer.digest())
+        return _spell_digest(outer.digest())
 
     def user(self, value: str, epoch: int | None = None) -> Pseudonym:
         """Pseudonym of a phone number or SIP user (normalised first, see normalize_user)."""
