@@ -270,15 +270,16 @@ class DnsSummarizer:
         name = self._names.get(key)
         token, features = self._name(labels, key) if name is None else name
         pairs = self._pairs
-        st = pairs.get((client, token))
+        pair = (client, token)  # one key tuple for the look-up and the insert
+        st = pairs.get(pair)
         if st is None:
             if len(pairs) >= self.max_pairs:
                 self.pairs_dropped += 1
             elif is_response:
-                st = pairs[client, token] = _PairStats(ts_ns, ts_ns, server)
+                st = pairs[pair] = _PairStats(ts_ns, ts_ns, server)
                 st.add_response(rcode, size)
             else:
-                pairs[client, token] = _first_query(ts_ns, server, qtype, size, tcp, features)
+                pairs[pair] = _first_query(ts_ns, server, qtype, size, tcp, features)
             return
         if ts_ns > st.last_ns:  # noqa: PLR1730 (per message: a compare is cheaper than max())
             st.last_ns = ts_ns
