@@ -325,6 +325,39 @@ def test_flow_protos_promise_holds_for_default_detectors() -> None:
     assert alerts_of(stage.take_records()) == []
 
 
+def test_takes_flows_promise_holds_without_subscribers() -> None:
+    # Without home_networks (and an empty blocklist) the subscriber-only detectors say
+    # they take no flows: the stage leaves them out, so calling them directly with any
+    # flow must leave no state and no alert.
+    rng = random.Random(5)
+    stage = DetectStage(DetectConfig(), ClearSubjects(), home_networks_known=False)
+    idle = [d for d in stage.detectors if not d.takes_flows()]
+    assert {d.name for d in idle} == {
+        "blocklist", "open_resolver", "open_proxy", "residential_smtp", "server_hosting",
+        "volume_anomaly",
+    }  # fmt: skip
+    taken = {h.__self__ for hs in stage._flow_by_proto.values() for h in hs}  # type: ignore[attr-defined]
+    assert not taken & set(idle)
+    ports = [0, 22, 25, 53, 80, 443, 587, 3128, 8080]
+    for d in idle:
+        for i in range(2000):
+            rec = _flow(
+                proto=rng.choice([1, 6, 17]), src_addr=rng.choice(["10.2.0.5", "203.0.113.9"]),
+                dst_addr=rng.choice(["10.1.0.9", f"10.1.{i % 250}.1", "192.0.2.1"]),
+                dst_port=rng.choice(ports), packets_fwd=rng.randrange(1, 50),
+                packets_rev=rng.randrange(0, 50), bytes_fwd=rng.randrange(0, 10**7),
+                bytes_rev=rng.randrange(0, 10**6), tcp_flags_fwd=0x1A, tcp_flags_rev=0x1A,
+                start_ns=i * S, end_ns=i * S + S, first_seen_ns=i * S,
+            )  # fmt: skip
+            d.on_flow(rec)
+        assert d.state_keys() == 0 and d.evicted_keys() == 0, d.name
+    stage.finish(3000 * S)
+    assert alerts_of(stage.take_records()) == []
+    # with subscribers every detector takes flows again (the blocklist still has no file)
+    homed = DetectStage(DetectConfig(), HomeSubjects())
+    assert [d.name for d in homed.detectors if not d.takes_flows()] == ["blocklist"]
+
+
 def test_stage_skips_flow_records_of_other_protocols() -> None:
     class UdpOnly(CountingDetector):
         name = "udp_only"

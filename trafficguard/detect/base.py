@@ -23,7 +23,8 @@ Rules for implementers:
   and closed-set tokens only — never payload, names, numbers or addresses;
 * ``rule`` is the rule in words an analyst understands, with the thresholds it crossed;
 * a detector whose ``on_flow`` acts on a few IP protocols only says so in ``flow_protos``,
-  so the stage skips the call for every other flow record.
+  so the stage skips the call for every other flow record; one whose ``on_flow`` cannot
+  act at all under its configuration says so in ``takes_flows``.
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ class Span(Protocol):
     def last_ns(self) -> int: ...
 
 
+def never_subscriber(ip: str) -> bool:
+    """``is_subscriber`` without home_networks: nobody is a subscriber."""
+    return False
+
+
 @dataclass(slots=True)
 class DetectorEnv:
     """What a detector is built with besides its own config section."""
@@ -78,6 +84,12 @@ class DetectorEnv:
     is_subscriber: Callable[[str], bool]  # inside home_networks (False for non-IP text)
     max_keys: int  # default bound of each per-key state map
     home_networks_known: bool = True  # False: no home_networks configured (all unknown)
+
+    @property
+    def no_subscribers(self) -> bool:
+        """True when ``is_subscriber`` is :func:`never_subscriber` (False for every address):
+        detectors that only act on subscribers can then never act."""
+        return self.is_subscriber is never_subscriber
 
 
 class Detector:
@@ -95,6 +107,12 @@ class Detector:
     def __init__(self, env: DetectorEnv) -> None:
         self.env = env
         self.alerts = env.alerts
+
+    def takes_flows(self) -> bool:
+        """False when ``on_flow`` can have no effect at all with the current configuration
+        and inputs (no subscribers known, an empty blocklist): the stage then leaves it out
+        of flow dispatch, a call per flow record saved. Asked again after ``reload``."""
+        return True
 
     # -- inputs (no-ops unless overridden; the stage dispatches only to overrides) --------
     def on_flow(self, rec: FlowRecord) -> None:

@@ -88,6 +88,10 @@ class BlocklistDetector(Detector):
     def reload(self) -> None:
         self.table, self.unreadable_files = load_prefix_files(self.cfg.files)
 
+    def takes_flows(self) -> bool:
+        """An empty table matches nothing (asked again after ``reload``)."""
+        return len(self.table) > 0
+
     def on_flow(self, rec: FlowRecord) -> None:
         table = self.table
         if not len(table):

@@ -51,6 +51,10 @@ class _InboundDetector(Detector):
         self.window_ns = int(window_s * NS_PER_S)
         self._subjects: LruMap[tuple[str, int], PeerWindow] = LruMap(env.max_keys)
 
+    def takes_flows(self) -> bool:
+        """Every inbound rule needs a subscriber responder."""
+        return not self.env.no_subscribers
+
     def inbound(self, rec: FlowRecord) -> bool:
         """External initiator, subscriber responder."""
         sub = self.env.is_subscriber
@@ -231,6 +235,10 @@ class ResidentialSmtpDetector(Detector):
         if self.residential:
             return addr in self.residential
         return self.env.is_subscriber(addr)
+
+    def takes_flows(self) -> bool:
+        """Without residential prefixes a residential host is a subscriber."""
+        return bool(self.residential) or not self.env.no_subscribers
 
     def on_flow(self, rec: FlowRecord) -> None:
         if rec.proto != PROTO_TCP or rec.dst_port not in self.ports:

@@ -65,6 +65,10 @@ class VolumeAnomalyDetector(Detector):
         self._subs: LruMap[str, _Baseline] = LruMap(env.max_keys)
         self._bucket = -1  # latest bucket seen (packet time)
 
+    def takes_flows(self) -> bool:
+        """Only subscribers have a baseline."""
+        return not self.env.no_subscribers
+
     def on_flow(self, rec: FlowRecord) -> None:
         sub = self.env.is_subscriber
         src_sub = sub(rec.src_addr)

@@ -19,7 +19,7 @@ from trafficguard.analyzers.dns_records import DnsSummaryRecord
 from trafficguard.config import NS_PER_S, DetectConfig
 from trafficguard.decode.packet import Packet
 from trafficguard.detect.alerts import AlertManager, AlertPolicy, AlertRecord, PrefixSet
-from trafficguard.detect.base import Detector, DetectorEnv, Subjects, overrides
+from trafficguard.detect.base import Detector, DetectorEnv, Subjects, never_subscriber, overrides
 from trafficguard.detect.catalog import build_detectors
 from trafficguard.flow.hooks import HookHost
 from trafficguard.flow.records import FlowRecord
@@ -58,10 +58,6 @@ class _FlowStartHook:
         pass
 
 
-def _no_subscriber(ip: str) -> bool:
-    return False
-
-
 class DetectStage:
     """Detectors between the analyzers and the privacy edge (see module docstring)."""
 
@@ -86,7 +82,7 @@ class DetectStage:
         env = DetectorEnv(
             alerts=self.alerts,
             # without home_networks nobody is a subscriber: no address text to parse
-            is_subscriber=self._is_subscriber if home_networks_known else _no_subscriber,
+            is_subscriber=self._is_subscriber if home_networks_known else never_subscriber,
             max_keys=cfg.max_keys,
             home_networks_known=home_networks_known,
         )
@@ -194,9 +190,11 @@ class DetectStage:
         self.alerts.finish()
 
     def reload(self) -> None:
-        """Re-read external inputs (blocklist files) of every detector."""
+        """Re-read external inputs (blocklist files) of every detector; a detector may
+        start or stop taking flows (``takes_flows``), so the flow tables are rebuilt."""
         for d in self.detectors:
             d.reload()
+        self._flow_by_proto, self._flow_other = _flow_handlers(self.detectors)
 
     def collect(self) -> Iterable[Metric]:
         from prometheus_client.core import (  # noqa: PLC0415 (scrape only)
@@ -243,8 +241,9 @@ def _flow_handlers(
     detectors: Sequence[Detector],
 ) -> tuple[dict[int, tuple[Handler, ...]], tuple[Handler, ...]]:
     """``on_flow`` handlers per IP protocol named in some ``flow_protos``, in detector
-    order, and the handlers for every other protocol (detectors without a filter)."""
-    takers = [d for d in detectors if overrides(d, "on_flow")]
+    order, and the handlers for every other protocol (detectors without a filter).
+    Detectors whose ``takes_flows`` is False are left out."""
+    takers = [d for d in detectors if overrides(d, "on_flow") and d.takes_flows()]
     named = sorted({p for d in takers if d.flow_protos is not None for p in d.flow_protos})
     by_proto: dict[int, tuple[Handler, ...]] = {
         proto: tuple(d.on_flow for d in takers if d.flow_protos is None or proto in d.flow_protos)
