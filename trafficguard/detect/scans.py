@@ -44,7 +44,11 @@ class _Walk:
     """One source's random walk and what it probed."""
 
     __slots__ = (
+        "_hosts",
         "_ports",
+        "_top_host",
+        "_top_n",
+        "_top_ties",
         "answered",
         "first_ns",
         "last_ns",
@@ -63,11 +67,36 @@ class _Walk:
         self.pairs: set[tuple[str, int]] = set()  # first contacts (capped at PAIRS_CAP)
         self.stealth_ports: set[int] | None = None  # allocated on the first stealth probe
         self._ports: set[int] | None = None  # the ports of ``pairs``, once first asked
+        self._hosts: dict[str, int] | None = None  # pairs per host, once first asked
+        # of ``_hosts``: the highest count, a host with it, and how many hosts have it
+        self._top_n = self._top_ties = 0
+        self._top_host = ""
 
     def add_pair(self, pair: tuple[str, int]) -> None:
         self.pairs.add(pair)
         if self._ports is not None:
             self._ports.add(pair[1])
+        hosts = self._hosts
+        if hosts is not None:
+            host = pair[0]
+            n = hosts[host] = hosts.get(host, 0) + 1
+            if n > self._top_n:
+                self._top_n, self._top_host, self._top_ties = n, host, 1
+            elif n == self._top_n:
+                self._top_ties += 1
+
+    def hosts(self) -> tuple[int, int, str | None]:
+        """Distinct hosts among the pairs, the highest pair count of one host, and that
+        host if no other has as many (None on a tie). Made on the first ask, then kept up
+        to date by :meth:`add_pair`: a scanner reports on every probe, and counting all
+        its pairs again per report cost more than the rest of the detector."""
+        hosts = self._hosts
+        if hosts is None:
+            hosts = self._hosts = dict(Counter(host for host, _ in self.pairs))
+            n = max(hosts.values(), default=0)
+            tied = [host for host, count in hosts.items() if count == n]
+            self._top_n, self._top_host, self._top_ties = n, tied[0] if tied else "", len(tied)
+        return len(hosts), self._top_n, self._top_host if self._top_ties == 1 else None
 
     def ports(self) -> int:
         """Distinct ports among the pairs: made on the first ask (a source whose walk
@@ -136,10 +165,12 @@ class PortScanDetector(Detector):
 
     def _report(self, src: str, walk: _Walk) -> None:
         cfg = self.cfg
-        per_host = Counter(host for host, _ in walk.pairs)
-        hosts = len(per_host)
-        top, top_n = per_host.most_common(1)[0]
-        target = top if top_n * 2 >= len(walk.pairs) else ""
+        hosts, top_n, top = walk.hosts()
+        target = ""
+        if top_n * 2 >= len(walk.pairs):
+            if top is None:  # two hosts with half the pairs each: the first in set order
+                top = Counter(host for host, _ in walk.pairs).most_common(1)[0][0]
+            target = top
         ports = walk.ports()
         stealth = len(walk.stealth_ports or ())
         why = (
