@@ -77,6 +77,27 @@ def test_alert_opens_updates_at_most_every_interval_and_resolves_when_quiet() ->
     assert mgr.active == 0
 
 
+def test_deferred_details_are_made_only_for_emitted_records() -> None:
+    mgr = AlertManager(ClearSubjects(), AlertPolicy(update_interval_ns=60 * S))
+    made: list[int] = []
+
+    def details(n: int) -> tuple[str, dict[str, int | float | str]]:
+        made.append(n)
+        return f"rule {n}", {"n": n}
+
+    for n in range(10):  # opens at 0 s, then folds in without an update due
+        mgr.report_deferred(
+            "d", "k", details=lambda n=n: details(n), first_ns=n * S, last_ns=n * S,
+            severity="low",
+        )  # fmt: skip
+    assert made == [0]  # the open record needs them at once
+    mgr.finish()
+    assert made == [0, 9]  # the resolved record carries the latest report's
+    opened, resolved = mgr.take()
+    assert (opened.rule, opened.evidence) == ("rule 0", {"n": 0})
+    assert (resolved.rule, resolved.evidence, resolved.seq) == ("rule 9", {"n": 9}, 1)
+
+
 def test_alert_id_is_deterministic_and_key_is_not_stored() -> None:
     mgr = AlertManager(ClearSubjects())
     _report(mgr, 5, key="secret-key-203.0.113.5")

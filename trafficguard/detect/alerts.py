@@ -27,7 +27,7 @@ The escalation gate reads ``detector``, ``severity``, ``source`` and ``target``.
 # start-up (msgspec.structs.fields), and each string one costs a typing.ForwardRef compile.
 import hashlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -39,6 +39,9 @@ from trafficguard.detect.base import NS_PER_S, SEVERITIES, Evidence, Subjects
 ALERT_STATUSES: Final = ("open", "updated", "resolved")
 CLOSE_REASONS: Final = ("", "quiet", "flush")
 _RANK: Final = {s: i for i, s in enumerate(SEVERITIES)}
+
+Details = Callable[[], tuple[str, Evidence]]
+"""A report's rule and evidence, made only when needed (see ``report_deferred``)."""
 
 
 def _log() -> Any:
@@ -91,6 +94,8 @@ class _Active:
 
     __slots__ = (
         "alert_id",
+        "details",
+        "details_rule",
         "detector",
         "dirty",
         "evidence",
@@ -121,6 +126,21 @@ class _Active:
         self.source = ""
         self.target = ""
         self.evidence: Evidence = {}
+        # the latest report's rule and evidence while not made yet (report_deferred);
+        # details_rule: whether its rule is the alert's rule (severity rank, see _fold)
+        self.details: Details | None = None
+        self.details_rule = False
+
+    def settle(self) -> None:
+        """Make the pending rule and evidence (before the alert is emitted or before a
+        report of lower severity keeps the rule but replaces the evidence)."""
+        details = self.details
+        if details is not None:
+            self.details = None
+            rule, evidence = details()
+            if self.details_rule:
+                self.rule = rule
+            self.evidence = evidence
 
 
 class PrefixSet:
@@ -239,26 +259,94 @@ class AlertManager:
                 "alert.opened", detector=detector, severity=severity, alert_id=alert.alert_id
             )
             return
+        self._refold(ident, alert, first_ns, last_ns, rule, severity, evidence, None, quiet_ns)
+
+    def report_deferred(
+        self,
+        detector: str,
+        key: str,
+        *,
+        details: Details,
+        first_ns: int,
+        last_ns: int,
+        severity: str,
+        source: str = "",
+        target: str = "",
+        since_ns: int | None = None,
+        quiet_ns: int = 0,
+    ) -> None:
+        """:meth:`report` whose rule and evidence ``details()`` makes only when needed.
+
+        A detector past its thresholds reports on every record, but an open alert only
+        emits at most every ``update_interval_s`` and at its end: the text and dict of
+        the reports in between are never read. ``details`` is called at once when the
+        report opens an alert, otherwise when the alert's next record is emitted (or a
+        later report needs its rule), so it must hold the values it formats, not read
+        the detector's state that moves on. The records are those of :meth:`report`.
+        """
+        ident = (detector, key)
+        alert = self._active.get(ident)
+        if alert is None:
+            rule, evidence = details()
+            self.report(
+                detector, key, first_ns=first_ns, last_ns=last_ns, rule=rule,
+                severity=severity, source=source, target=target, evidence=evidence,
+                since_ns=since_ns, quiet_ns=quiet_ns,
+            )  # fmt: skip
+            return
+        if severity not in _RANK:
+            raise ValueError(f"unknown severity {severity!r}")
+        self._refold(ident, alert, first_ns, last_ns, "", severity, {}, details, quiet_ns)
+
+    def _refold(
+        self,
+        ident: tuple[str, str],
+        alert: _Active,
+        first_ns: int,
+        last_ns: int,
+        rule: str,
+        severity: str,
+        evidence: Evidence,
+        details: Details | None,
+        quiet_ns: int,
+    ) -> None:
+        """A report into the open ``alert``; an update record if one is due."""
         # keep insertion order = least recently reported first (for max_active)
         del self._active[ident]
         self._active[ident] = alert
         alert.quiet_ns = quiet_ns
-        self._fold(alert, first_ns, last_ns, rule, severity, evidence)
+        self._fold(alert, first_ns, last_ns, rule, severity, evidence, details)
         if alert.last_ns - alert.last_emit_ns >= self.policy.update_interval_ns:
             self._update(alert)
 
     @staticmethod
     def _fold(
-        alert: _Active, first_ns: int, last_ns: int, rule: str, severity: str, evidence: Evidence
+        alert: _Active,
+        first_ns: int,
+        last_ns: int,
+        rule: str,
+        severity: str,
+        evidence: Evidence,
+        details: Details | None = None,
     ) -> None:
+        """Fold a report in: its severity if higher, its rule unless its severity is lower,
+        its evidence always (``details``: rule and evidence not made yet)."""
         alert.last_ns = max(alert.last_ns, last_ns)
         alert.first_ns = min(alert.first_ns, first_ns)
+        takes_rule = True
         if _RANK[severity] > _RANK[alert.severity]:
             alert.severity = severity
-            alert.rule = rule
-        elif _RANK[severity] == _RANK[alert.severity]:
-            alert.rule = rule
-        alert.evidence = evidence
+        elif _RANK[severity] < _RANK[alert.severity]:
+            takes_rule = False
+            alert.settle()  # the rule stays that of an earlier report: make it now
+        if details is None:
+            alert.details = None  # replaced: evidence always, the rule if taken
+            if takes_rule:
+                alert.rule = rule
+            alert.evidence = evidence
+        else:
+            alert.details = details
+            alert.details_rule = takes_rule
         alert.dirty = True
 
     def _quiet(self, alert: _Active, hint_ns: int = 0) -> int:
@@ -315,6 +403,7 @@ class AlertManager:
         )
 
     def _emit(self, alert: _Active, status: str, close_reason: str = "") -> None:
+        alert.settle()
         self._out.append(
             AlertRecord(
                 alert_id=alert.alert_id,

@@ -9,6 +9,7 @@ first start and last end of the flows counted.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Final
 
 from trafficguard.config import NS_PER_S, AmplificationConfig, FloodConfig, SynFloodConfig
@@ -247,32 +248,44 @@ class PacketFloodDetector(_VictimDetector):
         self._report(rec.dst_addr, st, rate)
 
     def _report(self, victim: str, st: VictimWindow, rate: float) -> None:
-        """Rule and evidence, built only for a window past every threshold."""
-        cfg = self.cfg
+        """Report a window past every threshold. A flooded victim is past them on every
+        record, so the rule and evidence are made by :meth:`_details` from the values of
+        this report only when the open alert emits (``report_deferred``)."""
         source, share = st.dominant_source()
         ratio = st.response_packets / st.packets
-        self.report_span(
+        self.alerts.report_deferred(
+            self.name,
             victim,
-            st,
-            rule=(
-                f"{st.packets} {self.label} packets to one host at {rate:.0f} packets/s, "
-                f"answer ratio {ratio:.2f} {self._thresholds}"
+            details=partial(
+                self._details, st.packets, st.bytes, rate, ratio, st.sources.count(), share
             ),
-            severity="high" if rate >= 10 * cfg.min_rate_pps else "medium",
+            first_ns=st.first_ns,
+            last_ns=st.last_ns,
+            severity="high" if rate >= 10 * self.cfg.min_rate_pps else "medium",
             source=source,
             target=victim,
-            evidence={
-                "packets": st.packets,
-                "bytes": st.bytes,
-                "rate_pps": round(rate, 1),
-                "response_ratio": round(ratio, 3),
-                "sources": st.sources.count(),
-                "top_source_share": round(share, 3),
-                "threshold_packets": cfg.min_packets,
-                "threshold_rate_pps": cfg.min_rate_pps,
-                "window_s": cfg.window_s,
-            },
         )
+
+    def _details(
+        self, packets: int, nbytes: int, rate: float, ratio: float, sources: int, share: float
+    ) -> tuple[str, Evidence]:
+        cfg = self.cfg
+        rule = (
+            f"{packets} {self.label} packets to one host at {rate:.0f} packets/s, "
+            f"answer ratio {ratio:.2f} {self._thresholds}"
+        )
+        evidence: Evidence = {
+            "packets": packets,
+            "bytes": nbytes,
+            "rate_pps": round(rate, 1),
+            "response_ratio": round(ratio, 3),
+            "sources": sources,
+            "top_source_share": round(share, 3),
+            "threshold_packets": cfg.min_packets,
+            "threshold_rate_pps": cfg.min_rate_pps,
+            "window_s": cfg.window_s,
+        }
+        return rule, evidence
 
 
 class AmplificationDetector(_VictimDetector):
