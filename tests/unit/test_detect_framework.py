@@ -346,6 +346,64 @@ def test_flow_protos_promise_holds_for_default_detectors() -> None:
     assert alerts_of(stage.take_records()) == []
 
 
+def test_dst_port_promises_hold_for_default_detectors() -> None:
+    # flow_dst_ports / flow_skip_dst_ports: a flow to any other (resp. a skipped) port
+    # must leave no state and no alert, since the stage never makes those calls.
+    rng = random.Random(4)
+    residential = {"residential_networks": ["10.2.0.0/16"]}
+    cfg = DetectConfig.model_validate({"broadband": {"residential_smtp": residential}})
+    stage = DetectStage(cfg, HomeSubjects())
+    filtered = [d for d in stage.detectors if d.flow_dst_ports or d.flow_skip_dst_ports]
+    assert {d.name for d in filtered} >= {"beaconing", "login_bruteforce", "smtp_spam"}
+    ports = [*range(1100), 1900, 3128, 5060, 5353, 8080, 11211, 40000]
+    flags = [0, 0x02, 0x12, 0x14, 0x18, 0x1A, 0x3F]
+    for d in filtered:
+        wanted = d.flow_dst_ports
+        skipped = [p for p in ports if (wanted is not None and p not in wanted)]
+        skipped += sorted(d.flow_skip_dst_ports)
+        for i in range(3000):
+            rec = _flow(
+                proto=rng.choice(sorted(d.flow_protos or {1, 6, 17})),
+                seq=rng.choice([0, 0, 1]), src_port=rng.choice(ports),
+                dst_port=rng.choice(skipped), end_reason=rng.choice(["idle", "active"]),
+                src_addr=rng.choice(["10.2.0.5", "203.0.113.9", "198.51.100.7"]),
+                dst_addr=rng.choice(["10.1.0.9", f"10.1.{i % 250}.1", "192.0.2.1"]),
+                packets_fwd=rng.randrange(0, 5000), packets_rev=rng.randrange(0, 50),
+                bytes_fwd=rng.randrange(0, 10**7), bytes_rev=rng.randrange(0, 10**6),
+                payload_bytes_fwd=rng.choice([0, 40, 400]), payload_bytes_rev=rng.choice([0, 40]),
+                tcp_flags_fwd=rng.choice(flags), tcp_flags_rev=rng.choice(flags),
+                start_ns=i * S // 10, end_ns=i * S // 10 + S, first_seen_ns=i * S // 10,
+            )  # fmt: skip
+            d.on_flow(rec)
+        assert d.state_keys() == 0 and d.evicted_keys() == 0, d.name
+    stage.finish(400 * S)
+    assert alerts_of(stage.take_records()) == []
+
+
+def test_stage_skips_flow_records_by_destination_port() -> None:
+    class SshOnly(CountingDetector):
+        name = "ssh_only"
+        flow_protos = frozenset({6})
+        flow_dst_ports = frozenset({22})
+
+    class NotDns(CountingDetector):
+        name = "not_dns"
+        flow_skip_dst_ports = frozenset({53})
+
+    stage = DetectStage(
+        DetectConfig(), ClearSubjects(), lambda cfg, env: [SshOnly(env), NotDns(env)]
+    )
+    ssh, not_dns = stage.detectors
+    assert isinstance(ssh, SshOnly) and isinstance(not_dns, NotDns)
+    recs = [_flow(proto=6, dst_port=22), _flow(proto=17, dst_port=22), _flow(dst_port=80)]
+    recs += [_flow(proto=17, dst_port=53), _flow(proto=6, dst_port=53), _flow(proto=47)]
+    stage.on_records(recs)
+    assert ssh.flows == 1
+    # not TCP to port 53; UDP, a protocol no detector names, is looked up by protocol
+    # only: the call comes (a filtered detector must still check for itself)
+    assert not_dns.flows == 5
+
+
 def test_takes_flows_promise_holds_without_subscribers() -> None:
     # Without home_networks (and an empty blocklist) the subscriber-only detectors say
     # they take no flows: the stage leaves them out, so calling them directly with any

@@ -23,8 +23,9 @@ Rules for implementers:
   and closed-set tokens only — never payload, names, numbers or addresses;
 * ``rule`` is the rule in words an analyst understands, with the thresholds it crossed;
 * a detector whose ``on_flow`` acts on a few IP protocols only says so in ``flow_protos``,
-  so the stage skips the call for every other flow record; one whose ``on_flow`` cannot
-  act at all under its configuration says so in ``takes_flows``.
+  so the stage skips the call for every other flow record (likewise destination ports:
+  ``flow_dst_ports``, ``flow_skip_dst_ports``); one whose ``on_flow`` cannot act at all
+  under its configuration says so in ``takes_flows``.
 """
 
 from __future__ import annotations
@@ -102,6 +103,17 @@ class Detector:
 
     A promise that ``on_flow`` returns at once, with no effect, for any other protocol:
     the stage then never calls it for those records. Set it only when that is so.
+    """
+
+    flow_dst_ports: frozenset[int] | None = None
+    """Destination ports of the flow records ``on_flow`` can act on (None: every port)."""
+
+    flow_skip_dst_ports: frozenset[int] = frozenset()
+    """Destination ports of flow records ``on_flow`` never acts on (e.g. ignored ports).
+
+    Both are promises like ``flow_protos``: the stage looks up the handlers of a flow
+    record by protocol and destination port, so a detector that acts on a few ports (or
+    ignores the busiest) is not called for the rest.
     """
 
     def __init__(self, env: DetectorEnv) -> None:

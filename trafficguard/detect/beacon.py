@@ -95,7 +95,7 @@ class BeaconDetector(Detector):
     def __init__(self, env: DetectorEnv, cfg: BeaconingConfig) -> None:
         super().__init__(env)
         self.cfg = cfg
-        self.ignore = frozenset(cfg.ignore_ports)
+        self.ignore = self.flow_skip_dst_ports = frozenset(cfg.ignore_ports)
         self.pairs: LruMap[tuple[str, str], _Pair] = LruMap(min(cfg.max_pairs, env.max_keys))
 
     def on_flow(self, rec: FlowRecord) -> None:

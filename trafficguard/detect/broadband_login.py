@@ -83,6 +83,7 @@ class LoginBruteforceDetector(Detector):
         super().__init__(env)
         self.cfg = cfg
         self.services = {p: LOGIN_SERVICES.get(p, f"tcp_{p}") for p in cfg.ports}
+        self.flow_dst_ports = frozenset(self.services)
         self.window_ns = int(cfg.window_s * NS_PER_S)
         self.max_session_ns = int(cfg.max_session_s * NS_PER_S)
         self.success_ns = int(cfg.success_min_s * NS_PER_S)

@@ -91,6 +91,7 @@ class OpenResolverDetector(_InboundDetector):
 
     name = "open_resolver"
     flow_protos = frozenset({PROTO_TCP, PROTO_UDP})
+    flow_dst_ports = frozenset({DNS_PORT})
 
     def __init__(self, env: DetectorEnv, cfg: OpenResolverConfig) -> None:
         super().__init__(env, cfg.window_s)
@@ -127,7 +128,7 @@ class OpenProxyDetector(_InboundDetector):
     def __init__(self, env: DetectorEnv, cfg: OpenProxyConfig) -> None:
         super().__init__(env, cfg.window_s)
         self.cfg = cfg
-        self.ports = frozenset(cfg.ports)
+        self.ports = self.flow_dst_ports = frozenset(cfg.ports)
 
     def on_flow(self, rec: FlowRecord) -> None:
         if rec.proto != PROTO_TCP or rec.dst_port not in self.ports:
@@ -163,7 +164,7 @@ class ServerHostingDetector(_InboundDetector):
     def __init__(self, env: DetectorEnv, cfg: ServerHostingConfig) -> None:
         super().__init__(env, cfg.window_s)
         self.cfg = cfg
-        self.ignore = frozenset(cfg.ignore_ports)
+        self.ignore = self.flow_skip_dst_ports = frozenset(cfg.ignore_ports)
 
     def on_flow(self, rec: FlowRecord) -> None:
         if rec.proto not in (PROTO_TCP, PROTO_UDP) or rec.dst_port in self.ignore:
@@ -223,7 +224,7 @@ class ResidentialSmtpDetector(Detector):
     def __init__(self, env: DetectorEnv, cfg: ResidentialSmtpConfig) -> None:
         super().__init__(env)
         self.cfg = cfg
-        self.ports = frozenset(cfg.ports)
+        self.ports = self.flow_dst_ports = frozenset(cfg.ports)
         self.residential = _Prefixes(cfg.residential_networks)
         self.business = _Prefixes(cfg.business_networks)
         self.window_ns = int(cfg.window_s * NS_PER_S)

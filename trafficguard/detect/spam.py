@@ -33,7 +33,7 @@ class SmtpSpamDetector(Detector):
     def __init__(self, env: DetectorEnv, cfg: SmtpSpamConfig) -> None:
         super().__init__(env)
         self.cfg = cfg
-        self.ports = frozenset(cfg.ports)
+        self.ports = self.flow_dst_ports = frozenset(cfg.ports)
         self.window_ns = int(cfg.window_s * NS_PER_S)
         self.any_source = not env.home_networks_known or not cfg.subscribers_only
         self.senders: LruMap[str, _Sender] = LruMap(env.max_keys)

@@ -101,7 +101,9 @@ class DetectStage:
                 d.on_dns_summary for d in self.detectors if overrides(d, "on_dns_summary")
             ),
         }
-        self._flow_by_proto, self._flow_other = _flow_handlers(self.detectors)
+        self._flow_by_port, self._flow_by_proto, self._flow_other = _flow_handlers(
+            self.detectors
+        )
         self._flow_start = [
             d.on_flow_start for d in self.detectors if overrides(d, "on_flow_start")
         ]
@@ -135,10 +137,12 @@ class DetectStage:
         """Each record to the detectors that take it, record by record (order kept).
 
         Flow records, most of every round, go only to the detectors whose
-        ``flow_protos`` hold the record's protocol: one dict probe per record instead
-        of a call per detector that would return at once.
+        ``flow_protos`` hold the record's protocol and whose destination port filters
+        let it through: a dict probe or two per record instead of a call per detector
+        that would return at once.
         """
         dispatch = self._dispatch
+        by_port = self._flow_by_port
         by_proto = self._flow_by_proto
         flow_other = self._flow_other
         flows_wanted = bool(dispatch[FlowRecord])
@@ -147,7 +151,10 @@ class DetectStage:
             if type(rec) is FlowRecord:
                 if not flows_wanted:
                     continue
-                handlers = by_proto.get(rec.proto, flow_other)
+                proto = rec.proto
+                handlers = by_port.get(proto << 16 | rec.dst_port)
+                if handlers is None:
+                    handlers = by_proto.get(proto, flow_other)
             else:
                 handlers = dispatch.get(type(rec), ())
                 if not handlers:
@@ -194,7 +201,9 @@ class DetectStage:
         start or stop taking flows (``takes_flows``), so the flow tables are rebuilt."""
         for d in self.detectors:
             d.reload()
-        self._flow_by_proto, self._flow_other = _flow_handlers(self.detectors)
+        self._flow_by_port, self._flow_by_proto, self._flow_other = _flow_handlers(
+            self.detectors
+        )
 
     def collect(self) -> Iterable[Metric]:
         from prometheus_client.core import (  # noqa: PLC0415 (scrape only)
@@ -239,18 +248,33 @@ class DetectStage:
 
 def _flow_handlers(
     detectors: Sequence[Detector],
-) -> tuple[dict[int, tuple[Handler, ...]], tuple[Handler, ...]]:
-    """``on_flow`` handlers per IP protocol named in some ``flow_protos``, in detector
-    order, and the handlers for every other protocol (detectors without a filter).
-    Detectors whose ``takes_flows`` is False are left out."""
+) -> tuple[dict[int, tuple[Handler, ...]], dict[int, tuple[Handler, ...]], tuple[Handler, ...]]:
+    """``on_flow`` handlers, in detector order: per ``proto << 16 | dst_port`` for the
+    protocols and ports some detector names (``flow_protos``, ``flow_dst_ports``,
+    ``flow_skip_dst_ports``), per protocol for the other ports, and for every other
+    protocol (the detectors without a protocol filter). Detectors whose ``takes_flows``
+    is False are left out."""
     takers = [d for d in detectors if overrides(d, "on_flow") and d.takes_flows()]
-    named = sorted({p for d in takers if d.flow_protos is not None for p in d.flow_protos})
-    by_proto: dict[int, tuple[Handler, ...]] = {
-        proto: tuple(d.on_flow for d in takers if d.flow_protos is None or proto in d.flow_protos)
-        for proto in named
-    }
+    protos = sorted({p for d in takers if d.flow_protos is not None for p in d.flow_protos})
+    ports = sorted(
+        {p for d in takers for p in d.flow_dst_ports or ()}
+        | {p for d in takers for p in d.flow_skip_dst_ports}
+    )
+
+    def on(proto: int, port: int | None) -> tuple[Handler, ...]:
+        """The handlers for ``proto`` and ``port`` (None: a port no detector names)."""
+        return tuple(
+            d.on_flow
+            for d in takers
+            if (d.flow_protos is None or proto in d.flow_protos)
+            and (d.flow_dst_ports is None or port in d.flow_dst_ports)
+            and port not in d.flow_skip_dst_ports
+        )
+
+    by_port = {proto << 16 | port: on(proto, port) for proto in protos for port in ports}
+    by_proto = {proto: on(proto, None) for proto in protos}
     other: tuple[Handler, ...] = tuple(d.on_flow for d in takers if d.flow_protos is None)
-    return by_proto, other
+    return by_port, by_proto, other
 
 
 def alerts_of(records: Iterable[Struct]) -> list[AlertRecord]:
