@@ -453,7 +453,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
             sinks: list[tuple[str, RecordSink]] = []
             stages = build_stages(ctx, record_process=True)
             pipeline = Pipeline(cfg, sinks, stages=stages, tail=tail)
-            tail.wait_ready()
         else:
             sinks = build_sinks(cfg, _sink_overrides(args))
             ctx = build_context(cfg)

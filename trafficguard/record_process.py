@@ -38,6 +38,7 @@ import contextlib
 import importlib
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -121,11 +122,15 @@ class RemoteTail:
         self._ready = False
         self._send(start)
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, block: bool = True) -> None:
         """Wait until the child has opened its sinks; raise what stopped it (a store that
-        does not open, say). Separate from ``__init__`` so that the child starts while
-        this process builds its own stages."""
+        does not open, say). Frames may be sent before: the child reads them once ready,
+        so ``replay`` does not wait (the child's start-up, ~0.3 s, overlaps the first
+        packets); each send asks without blocking (``block=False``) and a request or a
+        dead pipe waits, so a start-up error surfaces within a tick or two."""
         if self._ready:
+            return
+        if not block and not select.select([self._out], [], [], 0)[0]:
             return
         reply = read_frame(self._out)
         if reply is None or reply[0] != "ready":
@@ -200,7 +205,7 @@ class RemoteTail:
 
     def _send(self, message: object) -> None:
         if not self._ready and isinstance(message, list) and message[0] != "start":
-            self.wait_ready()
+            self.wait_ready(block=False)
         if self._closed:
             raise StoreError("the record process is closed")
         try:
@@ -210,6 +215,7 @@ class RemoteTail:
 
     def _request(self, message: object) -> None:
         self._send(message)
+        self.wait_ready()
         status = read_frame(self._out)
         if status is None:
             self._died()
@@ -224,6 +230,8 @@ class RemoteTail:
             raise StoreError(error)
 
     def _died(self) -> NoReturn:
+        if not self._ready:
+            self.wait_ready()  # raises the start-up error the child sent before it exited
         self._closed = True
         code = self._proc.wait()
         self._stop()
