@@ -446,15 +446,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         cfg: Config = args.cfg
         log = get_logger("trafficguard.replay")
-        if record_process.usable(cfg, purge=args.purge):
+        overrides = _sink_overrides(args)
+        sqlite = not overrides.no_store and bool(overrides.store or cfg.store.sqlite.enabled)
+        if record_process.usable(cfg, purge=args.purge, sqlite=sqlite):
             # detectors, privacy edge and sinks in a second process (record_process.py)
             ctx = build_context(cfg)
-            tail = record_process.RemoteTail(cfg, ctx.keys, _sink_overrides(args), args.log_level)
+            tail = record_process.RemoteTail(cfg, ctx.keys, overrides, args.log_level)
             sinks: list[tuple[str, RecordSink]] = []
             stages = build_stages(ctx, record_process=True)
             pipeline = Pipeline(cfg, sinks, stages=stages, tail=tail)
         else:
-            sinks = build_sinks(cfg, _sink_overrides(args))
+            sinks = build_sinks(cfg, overrides)
             ctx = build_context(cfg)
             pipeline = Pipeline(
                 cfg, sinks, stages=build_stages(ctx), record_transform=ctx.record_transform

@@ -223,6 +223,9 @@ def test_used_only_where_the_packet_process_needs_no_alerts_or_store() -> None:
     assert not usable(Config(), purge=True)  # the purger reads the store in this process
     assert not usable(Config.model_validate({"escalation": {"enabled": True}}))
     assert not usable(Config.model_validate({"store": {"record_process": False}}))
+    no_detect = Config.model_validate({"detect": {"enabled": False}})
+    assert usable(no_detect, sqlite=True)  # the store alone is worth a core
+    assert not usable(no_detect, sqlite=False)  # JSON lines alone: one process
 
 
 def test_a_tail_and_its_own_sinks_do_not_mix(tmp_path: Path) -> None:
