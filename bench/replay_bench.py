@@ -23,8 +23,8 @@ machine, where absolute seconds are not. Tools:
   packet, touching IP and TCP/UDP ports: the floor for "Python that parses every packet".
 
 Each runs under ``/usr/bin/time -f "%e %U %S %M"``: ``cpu s`` is user + system time of the
-tool and every child it waited for, peak RSS is that of its largest process (the store
-writer is smaller than the packet process: ~26 MB on the 1M workload). Seconds are measured
+tool and every child it waited for, peak RSS is that of its largest process (the packet
+process; the record process or the store writer is smaller). Seconds are measured
 around the child with ``time.perf_counter`` because ``%e`` has only 10 ms resolution.
 The workload comes from ``bench/make_workload.py`` (the shared generator, copied) and is
 generated if missing.
