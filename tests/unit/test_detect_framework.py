@@ -314,6 +314,26 @@ class HomeSubjects(ClearSubjects):
         return ip.startswith("10.")
 
 
+def _random_flow(
+    rng: random.Random, i: int, ports: list[int], payloads: list[int], **fixed: object
+) -> FlowRecord:
+    """The ``i``-th of a run of flows with random ends, counters and TCP flags (``fixed``
+    sets the fields a test chooses itself, such as the protocol or the destination port)."""
+    flags = [0, 0x02, 0x12, 0x14, 0x18, 0x1A, 0x3F]
+    fields: dict[str, object] = dict(
+        seq=rng.choice([0, 0, 1]), src_port=rng.choice(ports),
+        src_addr=rng.choice(["10.2.0.5", "203.0.113.9", "198.51.100.7"]),
+        dst_addr=rng.choice(["10.1.0.9", f"10.1.{i % 250}.1", "192.0.2.1"]),
+        packets_fwd=rng.randrange(0, 5000), packets_rev=rng.randrange(0, 50),
+        bytes_fwd=rng.randrange(0, 10**7), bytes_rev=rng.randrange(0, 10**6),
+        payload_bytes_fwd=rng.choice(payloads), payload_bytes_rev=rng.choice(payloads),
+        tcp_flags_fwd=rng.choice(flags), tcp_flags_rev=rng.choice(flags),
+        start_ns=i * S // 10, end_ns=i * S // 10 + S, first_seen_ns=i * S // 10,
+    )  # fmt: skip
+    fields.update(fixed)
+    return _flow(**fields)
+
+
 def test_flow_protos_promise_holds_for_default_detectors() -> None:
     # A detector with flow_protos must do nothing with a flow of any other protocol: the
     # stage skips those calls, so calling it directly must leave no state and no alert.
@@ -325,21 +345,12 @@ def test_flow_protos_promise_holds_for_default_detectors() -> None:
     assert {d.name for d in filtered} >= {"syn_flood", "udp_flood", "icmp_flood", "port_scan"}
     ports = [0, 19, 21, 22, 25, 53, 80, 110, 123, 143, 443, 1900, 3128, 5060, 8080, 11211]
     payloads = [0, 0, 40, 400, 5000, 10**6]
-    flags = [0, 0x02, 0x12, 0x14, 0x18, 0x1A, 0x3F]
     for d in filtered:
         others = [p for p in (1, 6, 17, 47, 58, 132) if p not in (d.flow_protos or ())]
         for i in range(3000):
-            rec = _flow(
-                proto=rng.choice(others), seq=rng.choice([0, 0, 1]),
-                src_addr=rng.choice(["10.2.0.5", "203.0.113.9", "198.51.100.7"]),
-                dst_addr=rng.choice(["10.1.0.9", f"10.1.{i % 250}.1", "192.0.2.1"]),
-                src_port=rng.choice(ports), dst_port=rng.choice(ports),
-                packets_fwd=rng.randrange(0, 5000), packets_rev=rng.randrange(0, 50),
-                bytes_fwd=rng.randrange(0, 10**7), bytes_rev=rng.randrange(0, 10**6),
-                payload_bytes_fwd=rng.choice(payloads), payload_bytes_rev=rng.choice(payloads),
-                tcp_flags_fwd=rng.choice(flags), tcp_flags_rev=rng.choice(flags),
-                start_ns=i * S // 10, end_ns=i * S // 10 + S, first_seen_ns=i * S // 10,
-            )  # fmt: skip
+            rec = _random_flow(
+                rng, i, ports, payloads, proto=rng.choice(others), dst_port=rng.choice(ports)
+            )
             d.on_flow(rec)
         assert d.state_keys() == 0 and d.evicted_keys() == 0, d.name
     stage.finish(400 * S)
@@ -356,23 +367,15 @@ def test_dst_port_promises_hold_for_default_detectors() -> None:
     filtered = [d for d in stage.detectors if d.flow_dst_ports or d.flow_skip_dst_ports]
     assert {d.name for d in filtered} >= {"beaconing", "login_bruteforce", "smtp_spam"}
     ports = [*range(1100), 1900, 3128, 5060, 5353, 8080, 11211, 40000]
-    flags = [0, 0x02, 0x12, 0x14, 0x18, 0x1A, 0x3F]
     for d in filtered:
         wanted = d.flow_dst_ports
         skipped = [p for p in ports if (wanted is not None and p not in wanted)]
         skipped += sorted(d.flow_skip_dst_ports)
         for i in range(3000):
-            rec = _flow(
+            rec = _random_flow(
+                rng, i, ports, [0, 40, 400],
                 proto=rng.choice(sorted(d.flow_protos or {1, 6, 17})),
-                seq=rng.choice([0, 0, 1]), src_port=rng.choice(ports),
                 dst_port=rng.choice(skipped), end_reason=rng.choice(["idle", "active"]),
-                src_addr=rng.choice(["10.2.0.5", "203.0.113.9", "198.51.100.7"]),
-                dst_addr=rng.choice(["10.1.0.9", f"10.1.{i % 250}.1", "192.0.2.1"]),
-                packets_fwd=rng.randrange(0, 5000), packets_rev=rng.randrange(0, 50),
-                bytes_fwd=rng.randrange(0, 10**7), bytes_rev=rng.randrange(0, 10**6),
-                payload_bytes_fwd=rng.choice([0, 40, 400]), payload_bytes_rev=rng.choice([0, 40]),
-                tcp_flags_fwd=rng.choice(flags), tcp_flags_rev=rng.choice(flags),
-                start_ns=i * S // 10, end_ns=i * S // 10 + S, first_seen_ns=i * S // 10,
             )  # fmt: skip
             d.on_flow(rec)
         assert d.state_keys() == 0 and d.evicted_keys() == 0, d.name

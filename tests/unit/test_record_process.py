@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.unit.test_sink_sqlite import flow
-from tests.unit.test_store_writer import _mount, _running
+from tests.unit.test_store_writer import _mount, kill_parent_and_await_child
 from trafficguard.config import Config
 from trafficguard.errors import StoreError
 from trafficguard.pipeline import Pipeline, ReplayDriver
@@ -205,16 +203,7 @@ def test_records_handed_over_survive_a_killed_parent(tmp_path: Path) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
-    child_pid = int(proc.stdout.split()[0])
-    for _ in range(600):  # the orphaned child commits and exits by itself
-        if not _running(child_pid):
-            break
-        time.sleep(0.05)
-    assert not _running(child_pid), "the record process outlived its input"
+    kill_parent_and_await_child(script, "the record process")
     assert query_records(db, limit=None) == [flow(i) for i in range(250)]
 
 

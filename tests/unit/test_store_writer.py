@@ -119,6 +119,21 @@ def _running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def kill_parent_and_await_child(script: str, child: str) -> None:
+    """Run ``script`` (it prints its child's pid, then SIGKILLs itself) and wait until the
+    orphaned child has committed and exited by itself, as it must."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    child_pid = int(proc.stdout.split()[0])
+    for _ in range(600):
+        if not _running(child_pid):
+            break
+        time.sleep(0.05)
+    assert not _running(child_pid), f"{child} outlived its input"
+
+
 def test_rows_handed_over_survive_a_killed_parent(tmp_path: Path) -> None:
     """SIGKILL of the packet process: the child sees end of input and commits."""
     db = tmp_path / "t.db"
@@ -136,16 +151,7 @@ def test_rows_handed_over_survive_a_killed_parent(tmp_path: Path) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert proc.returncode == -signal.SIGKILL
-    child_pid = int(proc.stdout.split()[0])
-    for _ in range(600):  # the orphaned child commits and exits by itself
-        if not _running(child_pid):
-            break
-        time.sleep(0.05)
-    assert not _running(child_pid), "the store writer outlived its input"
+    kill_parent_and_await_child(script, "the store writer")
     assert query_records(db, limit=None) == [flow(i) for i in range(200)]
 
 
