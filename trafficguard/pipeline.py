@@ -36,7 +36,7 @@ from trafficguard.privacy.keys import SensorKeys
 from trafficguard.sensor_loss import LossWindows, loss_horizon_ns
 from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.memory import MemorySink
-from trafficguard.tail import RecordTransform, Tail
+from trafficguard.tail import RecordTransform, Tail, route_through
 from trafficguard.wiring import build_context, build_stages
 
 if TYPE_CHECKING:
@@ -223,14 +223,7 @@ class Pipeline:
     # -- records through the stages to the tail ----------------------------------------
     def _route(self, records: Sequence[msgspec.Struct]) -> None:
         """Stage i sees the flow records plus what stages before it emitted; then the tail."""
-        out = list(records)
-        for stage in self.stages:
-            if out:
-                stage.on_records(out)
-            new = stage.take_records()
-            if new:
-                out.extend(new)
-        self.tail.route(out)
+        self.tail.route(route_through(self.stages, list(records)))
 
     # -- metrics ---------------------------------------------------------------------
     def collectors(self) -> list[Callable[[], Iterable[Any]]]:

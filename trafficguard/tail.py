@@ -24,6 +24,18 @@ from trafficguard.sinks.base import RecordSink
 RecordTransform = Callable[[Sequence[msgspec.Struct]], Sequence[msgspec.Struct]]
 
 
+def route_through(stages: Sequence[Stage], records: list[msgspec.Struct]) -> list[msgspec.Struct]:
+    """One round: stage i sees ``records`` plus what the stages before it emitted (each
+    one's ``take_records`` is appended to ``records``, in place); returns ``records``."""
+    for stage in stages:
+        if records:
+            stage.on_records(records)
+        new = stage.take_records()
+        if new:
+            records.extend(new)
+    return records
+
+
 class Tail:
     """Tail stages, then sensor-loss marks, the privacy edge and the sinks, in this process."""
 
@@ -56,15 +68,8 @@ class Tail:
             stage.tick(now_ns)
 
     def route(self, records: list[msgspec.Struct]) -> None:
-        """A tick's records: tail stage i sees them plus what tail stages before it
-        emitted (``records`` is extended in place); then the sinks get them all."""
-        for stage in self.stages:
-            if records:
-                stage.on_records(records)
-            new = stage.take_records()
-            if new:
-                records.extend(new)
-        self.emit(records)
+        """A tick's records through the tail stages (``route_through``), then the sinks."""
+        self.emit(route_through(self.stages, records))
 
     def pass_on(self, records: Sequence[msgspec.Struct], first: int = 0) -> None:
         """``records`` through the ``on_records`` of the tail stages from index ``first`` on
