@@ -6,7 +6,8 @@ under valgrind stays short) and exercises feed_pcap, feed_frames, feed_block/sca
 (TPACKET_V3 ring blocks), update_packets, callbacks, flow_info/flow_app, the start filter
 (set_start_filter, watch_port), the payload tap (set_tap, take_taps), tick,
 flush_some/flush_all, take_records (tuples and set_record_factory objects), the counters,
-per-flow interest, the RTP accounting (rtp_track/rtp_streams/rtp_untrack, rtp_replay).
+per-flow interest, the RTP accounting (rtp_track/rtp_streams/rtp_untrack, rtp_replay), the
+DNS helpers (dns_question, dns_name_features) and the id speller (b32_head).
 
     PYTHONMALLOC=malloc valgrind --leak-check=full python bench/fast_memcheck.py
 """
@@ -163,6 +164,24 @@ def main() -> int:
     if not (objects and all(isinstance(o, dict) and len(o) == 27 for o in objects)):
         return 1
     assert taps, "the tap saw no DNS payload"
+    # the DNS helpers on every tapped payload, whole and cut short, and the id speller
+    questions = 0
+    for tap in taps:
+        payload = tap[-1]
+        for end in (len(payload), len(payload) // 2, 13):
+            q = core_mod.dns_question(payload, 0, min(end, len(payload)))
+            if q is not None:
+                questions += 1
+                core_mod.dns_name_features(q[3], 1)
+    for bad in ((b"\x00" * 12, 0, 99), (b"", 0, 0)):
+        with contextlib.suppress(ValueError):
+            core_mod.dns_question(*bad)
+    core_mod.b32_head(bytes(range(32)))
+    for bad_digest in (b"short", "text"):
+        with contextlib.suppress(ValueError, TypeError):
+            core_mod.b32_head(bad_digest)  # type: ignore[arg-type]
+    if not questions:
+        return 1
     print(len(rows), "records", len(events), "events", len(taps), "taps", core.counters()["packets"], "packets",
           len(core.app_counters()), core.memory())  # fmt: skip
     return 0 if rows and events else 1
