@@ -50,6 +50,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
 import msgspec
 
 from trafficguard.errors import ConfigError, StoreError
+from trafficguard.gc_tuning import packet_loop_gc, startup_gc
 from trafficguard.sinks.child_pipe import (
     child_env,
     enlarge_pipe,
@@ -390,7 +391,8 @@ def main() -> int:
     if start is None or start[0] != "start":
         return 2
     try:
-        tail = build_tail(start)
+        with startup_gc():  # the packet process's cycle-collector settings (gc_tuning)
+            tail = build_tail(start)
     except ConfigError as err:
         write_frame(out, ["error", "ConfigError", str(err), err.path, err.problems])
         return 1
@@ -398,7 +400,8 @@ def main() -> int:
         write_frame(out, ["error", type(err).__name__, str(err), "", []])
         return 1
     write_frame(out, ["ready"])
-    RecordServer(tail, out).serve(src)
+    with packet_loop_gc():
+        RecordServer(tail, out).serve(src)
     return 0
 
 
