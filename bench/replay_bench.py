@@ -221,6 +221,15 @@ def warm(path: Path) -> None:
             pass
 
 
+def fresh_outputs(tmp: Path) -> None:
+    """Delete the stores and JSON lines of earlier runs: every run writes into a new store,
+    as the first round does. (A store that already holds the capture's records makes each
+    ``INSERT OR REPLACE`` delete a row and its index entries first, ~2x the SQLite cost, and
+    the JSON lines sink appends: rounds 2 and up of earlier benches measured that.)"""
+    for path in [*tmp.glob("*.db"), *tmp.glob("*.db-*"), *tmp.glob("*.jsonl")]:
+        path.unlink()
+
+
 def compile_package() -> None:
     """Write the package's bytecode, as ``pip install`` does: with PYTHONDONTWRITEBYTECODE
     set (this environment sets it) every run would otherwise compile each changed module
@@ -271,6 +280,7 @@ def run_bench(pcap: Path, tools: tuple[str, ...] = TOOLS,
         for _ in range(max(repeat, 1)):
             rnd = {}
             for t in tools:
+                fresh_outputs(tmp)
                 warm(pcap)  # the page cache here is small and shared: re-read before each
                 rnd[t] = run_one(t, cmds[t], packets, tmp)
             rounds.append(rnd)
