@@ -120,6 +120,14 @@ the end as of the newest packet replayed, as a sensor running until that packet
 would have done (records of the same replay older than their retention period
 before that packet are purged too). Live sensors purge every
 privacy.purge_interval_s by the wall clock; see 'trafficguard retention run'.
+
+Two processes: with store.record_process (the default) the detectors, the
+privacy edge and the sinks run in a record process ('python -m
+trafficguard.record_process') that this one feeds finished records, so a replay
+uses a second core. It ignores Ctrl-C (the replay stops and closes it) and, if
+the replay is killed, commits every record it was handed. Not used with
+escalation.enabled or --purge, nor for JSON lines or IPFIX alone; set
+store.record_process: false to keep everything in one process.
 """
 
 RUN_DESCRIPTION = """\

@@ -35,6 +35,7 @@ terminal or service manager signals the whole group) and ends when its input doe
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import os
@@ -380,7 +381,14 @@ def build_tail(start: list[Any]) -> Tail:
     return Tail(sinks, LossWindows(loss_horizon_ns(cfg)), edge, build_record_stages(cfg, pz))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="python -m trafficguard.record_process",
+        description="trafficguard's record process, started by 'trafficguard replay' "
+        "(store.record_process): reads a start frame and then framed rounds of records "
+        "on stdin, runs the detectors, the privacy edge and the sinks, and replies with "
+        "its status on stdout. Not meant to be run by hand.",
+    ).parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     # replies get a private copy of stdout; anything else printed goes to stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -224,3 +225,11 @@ def test_a_tail_and_its_own_sinks_do_not_mix(tmp_path: Path) -> None:
             Pipeline(CFG, [("jsonl", JsonlSink(str(tmp_path / "x.jsonl")))], tail=tail)
     finally:
         tail.close()
+
+
+def test_the_module_help_says_what_it_is() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "trafficguard.record_process", "--help"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert "record process" in out and "store.record_process" in out
