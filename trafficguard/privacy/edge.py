@@ -1,7 +1,7 @@
 """The privacy edge: subscriber addresses become pseudonyms before any sink sees a record.
 
 Detectors and the gate need clear addresses in memory, so the rewrite happens after the
-last stage and before the sinks (``Pipeline._emit`` calls the ``PrivacyEdge``). Which
+last stage and before the sinks (``tail.Tail.emit`` calls the ``PrivacyEdge``). Which
 fields hold addresses is decided once per record type from field names:
 
 * ``ADDRESS_FIELDS`` (``src_addr``, ``dst_addr``, ``source``, ``target``, ...): a string

@@ -13,7 +13,7 @@ class RecordSink(Protocol):
 
     A sink may also define ``collect() -> Iterable[Metric]`` (the stages' contract: plain
     counters read at scrape time, ``trafficguard_`` names, closed-set label values);
-    ``wiring.sink_collectors`` registers it on ``/metrics`` for ``replay`` and ``run``.
+    ``tail.sink_collectors`` registers it on ``/metrics`` for ``replay`` and ``run``.
     """
 
     def write(self, records: Sequence[msgspec.Struct]) -> None:
