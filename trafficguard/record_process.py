@@ -36,27 +36,25 @@ terminal or service manager signals the whole group) and ends when its input doe
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import pickle
 import select
-import signal
-import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import msgspec
 
 from trafficguard.errors import ConfigError, StoreError
 from trafficguard.gc_tuning import packet_loop_gc, startup_gc
 from trafficguard.sinks.child_pipe import (
-    child_env,
-    enlarge_pipe,
+    child_stdio,
     error_reason,
     read_frame,
+    start_child,
+    stop_child,
     write_frame,
 )
 
@@ -68,7 +66,6 @@ if TYPE_CHECKING:
     from trafficguard.tail import Tail
     from trafficguard.wiring import SinkOverrides
 
-STOP_TIMEOUT_S: Final = 30.0
 Runs = list[list[Any]]  # [[kind, msgpack of [record, ...]], ...]
 
 
@@ -110,17 +107,11 @@ class RemoteTail:
         self._want_metrics = False
         self._encoder = msgspec.msgpack.Encoder()
         self._closed = False
-        args = [sys.executable, "-m", "trafficguard.record_process"]
         try:
-            # its own process group: Ctrl-C goes to this process, which closes it
-            self._proc = subprocess.Popen(
-                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
-                process_group=0,
-            )  # fmt: skip
+            self._proc = start_child([sys.executable, "-m", "trafficguard.record_process"])
         except OSError as err:
             raise StoreError(f"cannot start the record process: {error_reason(err)}") from None
         assert self._proc.stdin is not None and self._proc.stdout is not None  # PIPE
-        enlarge_pipe(self._proc.stdin.fileno())
         self._in: IO[bytes] = self._proc.stdin
         self._out: IO[bytes] = self._proc.stdout
         start = [
@@ -131,7 +122,7 @@ class RemoteTail:
             [log_level or cfg.logging.level, cfg.logging.format],
         ]  # fmt: skip
         self._ready = False
-        self._send(start)
+        write_frame(self._in, start)  # the child reads it first; nothing to wait for yet
 
     def wait_ready(self, block: bool = True) -> None:
         """Wait until the child has opened its sinks; raise what stopped it (a store that
@@ -215,7 +206,7 @@ class RemoteTail:
         return [[kind, encode(run)] for kind, run in runs]
 
     def _send(self, message: object) -> None:
-        if not self._ready and isinstance(message, list) and message[0] != "start":
+        if not self._ready:
             self.wait_ready(block=False)
         if self._closed:
             raise StoreError("the record process is closed")
@@ -252,15 +243,7 @@ class RemoteTail:
         )
 
     def _stop(self) -> None:
-        for pipe in (self._proc.stdin, self._proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):  # a dead child: nothing left to tell it
-                    pipe.close()
-        try:
-            self._proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        stop_child(self._proc)
 
 
 def _overrides_dict(overrides: SinkOverrides) -> dict[str, Any]:
@@ -389,11 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         "on stdin, runs the detectors, the privacy edge and the sinks, and replies with "
         "its status on stdout. Not meant to be run by hand.",
     ).parse_args(argv)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    # replies get a private copy of stdout; anything else printed goes to stderr
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
+    out = child_stdio()
     src = sys.stdin.buffer
     start = read_frame(src)
     if start is None or start[0] != "start":

@@ -13,7 +13,6 @@ table; a store written by a newer or unknown schema is refused rather than guess
 
 from __future__ import annotations
 
-import contextlib
 import re
 import sqlite3
 import subprocess
@@ -35,10 +34,10 @@ from trafficguard.detect.alerts import AlertRecord
 from trafficguard.errors import StoreError
 from trafficguard.flow.records import FlowRecord
 from trafficguard.sinks.child_pipe import (
-    child_env,
-    enlarge_pipe,
     error_reason,
     read_frame,
+    start_child,
+    stop_child,
     write_frame,
 )
 from trafficguard.sinks.store_writer import commit_rows, rollback
@@ -47,7 +46,6 @@ from trafficguard.voip.records import CallRecord, RegistrationRecord, RtpStreamR
 
 SCHEMA_VERSION: Final = 1
 DEFAULT_BUSY_TIMEOUT_S: Final = 5.0
-STOP_TIMEOUT_S: Final = 30.0  # a closed store writer has committed; it exits at once
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]*$")
 _SCALAR_SQL: Final[dict[type, str]] = {
@@ -499,20 +497,10 @@ class SqliteWriterSink(SqliteSink):
 
     def _start_child(self) -> None:
         try:
-            # its own process group: a terminal's Ctrl-C goes to this process, which closes it
-            proc = subprocess.Popen(
-                self._child_args,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env=child_env(),
-                process_group=0,
-            )
+            self._proc = start_child(self._child_args)
         except OSError as err:
             reason = f"cannot start the store writer: {error_reason(err)}"
             raise _store_error(self.path, reason) from None
-        assert proc.stdin is not None  # PIPE
-        enlarge_pipe(proc.stdin.fileno())
-        self._proc = proc
         self._sent_inserts: set[str] = set()
 
     @property
@@ -602,18 +590,8 @@ class SqliteWriterSink(SqliteSink):
                 raise _store_error(self.path, err) from None
 
     def _stop_child(self) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):  # a dead child: nothing left to tell it
-                    pipe.close()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if self._proc is not None:
+            stop_child(self._proc)
 
 
 def open_store(cfg: SqliteConfig) -> SqliteSink:

@@ -27,14 +27,12 @@ service manager sends to the whole group, and lives until its parent closes the 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-from trafficguard.sinks.child_pipe import error_reason, read_frame, write_frame
+from trafficguard.sinks.child_pipe import child_stdio, error_reason, read_frame, write_frame
 
 Rows = list[Sequence[Any]]
 
@@ -127,11 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synchronous", choices=("off", "normal", "full"), default="normal")
     parser.add_argument("--busy-timeout", type=float, default=5.0)
     args = parser.parse_args(argv)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    # Replies get a private copy of stdout; anything else printed goes to stderr.
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
+    out = child_stdio()
     conn = sqlite3.connect(args.db, timeout=args.busy_timeout, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={args.synchronous.upper()}")
