@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_sink_sqlite import flow
-from tests.unit.test_store_writer import _mount, kill_parent_and_await_child
+from tests.unit.test_store_writer import grow_tmpfs, kill_parent_and_await_child, small_tmpfs
 from trafficguard.config import Config
 from trafficguard.errors import StoreError
 from trafficguard.pipeline import Pipeline, ReplayDriver
@@ -134,10 +134,7 @@ def test_a_store_that_does_not_open_fails_with_the_sinks_own_message(tmp_path: P
 
 
 def test_full_disk_in_the_record_process_stops_at_the_next_flush(tmp_path: Path) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    _mount(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)])
-    try:
+    with small_tmpfs(tmp_path) as small:
         db = small / "t.db"
         tail = RemoteTail(Config(), _keys(tmp_path), SinkOverrides(store=db))
         tail.wait_ready()
@@ -150,12 +147,10 @@ def test_full_disk_in_the_record_process_stops_at_the_next_flush(tmp_path: Path)
             tail.flush()
         assert str(db) in str(err.value) and "full" in str(err.value)
         assert tail.store_errors >= 1
-        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        grow_tmpfs(small)
         tail.close()  # the sink kept what it could not commit and commits it now
         assert count_records(db) == 5100
         assert query_records(db, limit=None) == [flow(i) for i in range(5100)]
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_a_killed_record_process_is_reported(tmp_path: Path) -> None:

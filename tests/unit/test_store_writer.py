@@ -7,12 +7,14 @@ process can do wrong — a full disk in the child, a killed child, a killed pare
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,16 +51,27 @@ def test_full_batches_are_committed_by_the_child_while_writes_go_on(tmp_path: Pa
     assert child_of(s).returncode == 0
 
 
-def _mount(args: list[str]) -> None:
+@contextlib.contextmanager
+def small_tmpfs(parent: Path) -> Iterator[Path]:
+    """A 256 KB tmpfs at ``parent/small`` (a disk that fills up), unmounted afterwards."""
+    small = parent / "small"
+    small.mkdir()
+    args = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)]
     if os.geteuid() != 0 or subprocess.run(args, capture_output=True, check=False).returncode != 0:
         pytest.fail("mounting a tmpfs failed: the test runs as root on Linux (scripts/test.sh)")
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def grow_tmpfs(small: Path) -> None:
+    """Room again on a ``small_tmpfs``: 64 MB."""
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
 
 
 def test_full_disk_in_the_child_is_raised_and_the_batch_retried(tmp_path: Path) -> None:
-    small = tmp_path / "small"
-    small.mkdir()
-    _mount(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)])
-    try:
+    with small_tmpfs(tmp_path) as small:
         db = small / "t.db"
         s = writer_sink(db, batch=500)
         s.write([flow(i) for i in range(100)])
@@ -70,12 +83,10 @@ def test_full_disk_in_the_child_is_raised_and_the_batch_retried(tmp_path: Path) 
         assert count_records(db) >= 100
         assert query_records(db, limit=1) == [flow(0)]
         assert s.pending > 0  # kept in the child for a retry
-        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        grow_tmpfs(small)
         s.close()
         assert count_records(db) == 5000
         assert query_records(db, limit=None) == [flow(i) for i in range(5000)]
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_a_killed_child_is_reported_and_replaced(tmp_path: Path) -> None:
