@@ -423,13 +423,9 @@ def test_takes_flows_promise_holds_without_subscribers() -> None:
     ports = [0, 22, 25, 53, 80, 443, 587, 3128, 8080]
     for d in idle:
         for i in range(2000):
-            rec = _flow(
-                proto=rng.choice([1, 6, 17]), src_addr=rng.choice(["10.2.0.5", "203.0.113.9"]),
-                dst_addr=rng.choice(["10.1.0.9", f"10.1.{i % 250}.1", "192.0.2.1"]),
-                dst_port=rng.choice(ports), packets_fwd=rng.randrange(1, 50),
-                packets_rev=rng.randrange(0, 50), bytes_fwd=rng.randrange(0, 10**7),
-                bytes_rev=rng.randrange(0, 10**6), tcp_flags_fwd=0x1A, tcp_flags_rev=0x1A,
-                start_ns=i * S, end_ns=i * S + S, first_seen_ns=i * S,
+            rec = _random_flow(
+                rng, i, ports, [0, 40, 400], proto=rng.choice([1, 6, 17]),
+                dst_port=rng.choice(ports),
             )  # fmt: skip
             d.on_flow(rec)
         assert d.state_keys() == 0 and d.evicted_keys() == 0, d.name
