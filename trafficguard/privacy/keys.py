@@ -218,6 +218,23 @@ def _raw_ed25519(pem: bytes, label: str, prefix: bytes) -> bytes | None:
     return der[len(prefix) :]
 
 
+def _load_audit_private_key(path: Path) -> Ed25519PrivateKey:
+    """The audit signing key: the counterpart of :func:`load_audit_public_key`."""
+    pem = _read_secret(path)
+    raw = _raw_ed25519(pem, "PRIVATE KEY", _ED25519_PKCS8_PREFIX)
+    if raw is not None:
+        return Ed25519PrivateKey.from_private_bytes(raw)
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 (see _raw_ed25519)
+
+    try:
+        key = serialization.load_pem_private_key(pem, None)
+    except ValueError:
+        raise KeyFileError(f"{path}: not a PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: not an Ed25519 private key")
+    return key
+
+
 def load_audit_public_key(path: str | Path) -> Ed25519PublicKey:
     """Load an Ed25519 public key from a PEM file (for ``audit verify`` away from the sensor)."""
     p = Path(path)
@@ -254,24 +271,7 @@ def load_keys(directory: str | Path, *, with_private: bool = True) -> SensorKeys
         keys[epoch] = data
     if not keys:
         raise KeyFileError(f"{d}: no pseudonym key; run keys init")
-    private: Ed25519PrivateKey | None = None
-    if with_private:
-        pem = _read_secret(d / AUDIT_PRIVATE_NAME)
-        raw = _raw_ed25519(pem, "PRIVATE KEY", _ED25519_PKCS8_PREFIX)
-        if raw is not None:
-            private = Ed25519PrivateKey.from_private_bytes(raw)
-        else:
-            from cryptography.hazmat.primitives import (  # noqa: PLC0415 (see _raw_ed25519)
-                serialization,
-            )
-
-            try:
-                loaded = serialization.load_pem_private_key(pem, None)
-            except ValueError:
-                raise KeyFileError(f"{d / AUDIT_PRIVATE_NAME}: not a PEM private key") from None
-            if not isinstance(loaded, Ed25519PrivateKey):
-                raise KeyFileError(f"{d / AUDIT_PRIVATE_NAME}: not an Ed25519 private key")
-            private = loaded
+    private = _load_audit_private_key(d / AUDIT_PRIVATE_NAME) if with_private else None
     public = load_audit_public_key(d / AUDIT_PUBLIC_NAME)
     if private is not None and private.public_key().public_bytes_raw() != public.public_bytes_raw():
         raise KeyFileError(f"{d}: {AUDIT_PUBLIC_NAME} does not match {AUDIT_PRIVATE_NAME}")
