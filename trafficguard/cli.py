@@ -455,8 +455,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         cfg: Config = args.cfg
         log = get_logger("trafficguard.replay")
         overrides = _sink_overrides(args)
-        sqlite = not overrides.no_store and bool(overrides.store or cfg.store.sqlite.enabled)
-        if record_process.usable(cfg, purge=args.purge, sqlite=sqlite):
+        if record_process.usable(cfg, purge=args.purge, sqlite=overrides.writes_store(cfg)):
             # detectors, privacy edge and sinks in a second process (record_process.py)
             ctx = build_context(cfg)
             tail = record_process.RemoteTail(cfg, ctx.keys, overrides, args.log_level)

@@ -166,6 +166,11 @@ class SinkOverrides:
     jsonl: str | None = None
     ipfix: str | None = None  # collector HOST:PORT
 
+    def writes_store(self, cfg: Config) -> bool:
+        """Whether the sinks include the SQLite store: ``--store``, or the configured one
+        unless ``--no-store``."""
+        return not self.no_store and (self.store is not None or cfg.store.sqlite.enabled)
+
 
 def build_sinks(
     cfg: Config, overrides: SinkOverrides | None = None
@@ -173,14 +178,13 @@ def build_sinks(
     """Every configured record sink, named; the one place a new sink (IPFIX, ...) is added."""
     ov = overrides or SinkOverrides()
     sinks: list[tuple[str, RecordSink]] = []
-    if not ov.no_store:
+    if ov.writes_store(cfg):
         sqlite_cfg = cfg.store.sqlite
         if ov.store is not None:
             sqlite_cfg = sqlite_cfg.model_copy(update={"path": ov.store})
-        if ov.store is not None or sqlite_cfg.enabled:
-            from trafficguard.sinks.sqlite import open_store  # noqa: PLC0415 (only when used)
+        from trafficguard.sinks.sqlite import open_store  # noqa: PLC0415 (only when used)
 
-            sinks.append(("sqlite", open_store(sqlite_cfg)))
+        sinks.append(("sqlite", open_store(sqlite_cfg)))
     jsonl_path = ov.jsonl or (str(cfg.store.jsonl.path) if cfg.store.jsonl.enabled else None)
     if jsonl_path:
         from trafficguard.sinks.jsonl import JsonlSink  # noqa: PLC0415
