@@ -36,7 +36,7 @@ from trafficguard.privacy.keys import SensorKeys
 from trafficguard.sensor_loss import LossWindows, loss_horizon_ns
 from trafficguard.sinks.base import RecordSink
 from trafficguard.sinks.memory import MemorySink
-from trafficguard.tail import RecordTransform, Tail, route_through
+from trafficguard.tail import RecordTransform, Tail, finish_stages, route_through
 from trafficguard.wiring import build_context, build_stages
 
 if TYPE_CHECKING:
@@ -197,14 +197,7 @@ class Pipeline:
         else:
             for _ in chunks(FLUSH_CHUNK):
                 self._pass_on(self.flows.take_records(), 0)
-        for i, stage in enumerate(self.stages):
-            finish_chunks = getattr(stage, "finish_chunks", None)
-            if finish_chunks is None:
-                stage.finish(self.last_ts_ns)
-                self._pass_on(stage.take_records(), i + 1)
-            else:
-                for records in finish_chunks(self.last_ts_ns, FLUSH_CHUNK):
-                    self._pass_on(records, i + 1)
+        finish_stages(self.stages, self.last_ts_ns, FLUSH_CHUNK, self._pass_on)
         self.tail.finish(self.last_ts_ns, FLUSH_CHUNK)  # its stages, then the sinks flush
         self.decoder.expire(self.last_ts_ns + 10**18)
 

@@ -36,6 +36,26 @@ def route_through(stages: Sequence[Stage], records: list[msgspec.Struct]) -> lis
     return records
 
 
+def finish_stages(
+    stages: Sequence[Stage],
+    now_ns: int,
+    chunk: int,
+    pass_on: Callable[[Sequence[msgspec.Struct], int], None],
+) -> None:
+    """End of input: each stage finishes in order and what it gives back goes to
+    ``pass_on(records, i + 1)`` (the later stages' ``on_records``, then onwards) before
+    the next one finishes — ``chunk`` records at a time for a stage with
+    ``finish_chunks``."""
+    for i, stage in enumerate(stages):
+        finish_chunks = getattr(stage, "finish_chunks", None)
+        if finish_chunks is None:
+            stage.finish(now_ns)
+            pass_on(stage.take_records(), i + 1)
+        else:
+            for records in finish_chunks(now_ns, chunk):
+                pass_on(records, i + 1)
+
+
 class Tail:
     """Tail stages, then sensor-loss marks, the privacy edge and the sinks, in this process."""
 
@@ -84,14 +104,7 @@ class Tail:
         """End of input: the tail stages finish in order, each one's last records passing
         through the later ones (``chunk`` at a time for a stage with ``finish_chunks``);
         then the sinks flush."""
-        for i, stage in enumerate(self.stages):
-            finish_chunks = getattr(stage, "finish_chunks", None)
-            if finish_chunks is None:
-                stage.finish(now_ns)
-                self.pass_on(stage.take_records(), i + 1)
-            else:
-                for records in finish_chunks(now_ns, chunk):
-                    self.pass_on(records, i + 1)
+        finish_stages(self.stages, now_ns, chunk, self.pass_on)
         self.flush()
 
     def emit(self, records: Sequence[msgspec.Struct]) -> None:
